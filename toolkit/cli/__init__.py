@@ -1,0 +1,87 @@
+"""Command-line entry point: argument aliases, error reporting and exit codes.
+
+Exit codes: 0 success, 1 a model, file or input failed, 2 bad usage. Expected failures are
+:class:`~toolkit.errors.ToolkitError` and print one line; anything else is a bug and prints
+one line too, with the traceback only under ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+# Each module registers its commands on ``app`` when imported.
+from toolkit.cli import (  # noqa: F401  (imported for their side effect)
+    checkpoint_cmd,
+    convert_cmd,
+    download_cmd,
+    evaluate_cmd,
+    infer_cmd,
+    perf_cmd,
+)
+from toolkit.cli.app import State, app
+from toolkit.errors import ToolkitError
+
+#: OMZ's underscore spellings, accepted so that omz_downloader/omz_converter scripts keep working.
+OMZ_ALIASES = {
+    "--output_dir": "--output-dir",
+    "--cache_dir": "--cache-dir",
+    "--num_attempts": "--num-attempts",
+    "--progress_format": "--progress-format",
+    "--print_all": "--print-all",
+    "--download_dir": "--download-dir",
+    "--dry_run": "--dry-run",
+    "--models_dir": "--models-dir",
+}
+
+
+def translate_aliases(argv: list[str]) -> list[str]:
+    """Rewrite ``--output_dir X`` / ``--output_dir=X`` to the kebab-case option (hidden aliases)."""
+    out: list[str] = []
+    for arg in argv:
+        if arg == "--":
+            out.extend(argv[len(out) :])
+            break
+        head, sep, tail = arg.partition("=")
+        out.append(OMZ_ALIASES.get(head, head) + sep + tail if head in OMZ_ALIASES else arg)
+    return out
+
+
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI and exit with its code.
+
+    Typer runs in standalone mode (it prints usage errors and exits 2 itself); what reaches
+    this function is an exception raised by a command.
+    """
+    args = translate_aliases(list(sys.argv[1:] if argv is None else argv))
+    State.verbose = "--verbose" in args or "-v" in args[:1]
+    try:
+        app(args=args, prog_name="modnet-tools")
+    except ToolkitError as exc:
+        if State.verbose:
+            traceback.print_exc()
+        _error(_one_line(exc))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _error("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # a bug: still one line unless asked for details
+        if State.verbose:
+            traceback.print_exc()
+        _error(
+            f"unexpected {type(exc).__name__}: {_one_line(exc)} (run with --verbose for details)"
+        )
+        sys.exit(1)
+    sys.exit(0)
+
+
+__all__ = ["app", "main"]

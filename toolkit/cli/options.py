@@ -1,0 +1,40 @@
+"""Option types shared by several commands, so that every command spells them alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+Name = Annotated[
+    str | None,
+    typer.Option(
+        "--name",
+        help="Comma-separated model names or shell wildcards (default: "
+        "modnet-webcam-portrait-matting).",
+    ),
+]
+All = Annotated[bool, typer.Option("--all", help="Select every known model.")]
+ListFile = Annotated[
+    Path | None, typer.Option("--list", help="File with one model pattern a line (# comments).")
+]
+PrintAll = Annotated[
+    bool, typer.Option("--print-all", help="Print every known model name and exit.")
+]
+ModelsDir = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--models-dir",
+        help="Extra folder of model configs (<dir>/<name>.yml or <dir>/<name>/model.yml); "
+        "repeatable. Also $MODNET_TOOLS_MODELS_DIR.",
+    ),
+]
+OutputDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--output-dir",
+        "-o",
+        help="Root of the public/<name>/ tree (default $MODNET_TOOLS_HOME, else ./cache).",
+    ),
+]

@@ -1,0 +1,1 @@
+"""Downloading model files: sources, cache, fetch engine, progress reporters."""
