@@ -98,7 +98,7 @@ def test_ground_truth_is_the_alpha_channel_or_a_grey_matte(tmp_path: Path) -> No
     with pytest.raises(UnreadableError, match="unsupported matte pixel format"):
         read_ground_truth(tmp_path / "deep.png")
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    with pytest.raises(UnreadableError, match="bad.png"):
+    with pytest.raises(UnreadableError, match=r"bad\.png"):
         read_ground_truth(tmp_path / "bad.png")
 
 

@@ -390,3 +390,63 @@ def evaluate_folder(
 ) -> Evaluation:
     """One model on a HumanMatting-style folder: the library entry point behind the command."""
     return evaluate(find_pairs(images_dir, mattes_dir, limit), [(label, predict)])
+
+
+# --- running an IR -----------------------------------------------------------------------------
+
+INFERENCE_PRECISIONS = ("f32", "bf16")
+
+
+def openvino_predictor(
+    xml: Path, *, device: str = "CPU", inference_precision: str = "f32"
+) -> Predictor:
+    """Compile an IR and wrap it as a :data:`Predictor` fed at 1x3x512x512, no resizing of its own.
+
+    Evaluation must feed the IR exactly the 512x512 stretch OMZ fed it, so this stays a raw
+    call: no keep-aspect resize, no post-processing beyond reading the output. The precision
+    hint is always explicit because this CPU's plugin silently runs bf16 otherwise, which
+    would make "FP32" figures something else.
+    """
+    import openvino as ov
+
+    if inference_precision not in INFERENCE_PRECISIONS:
+        raise EvaluationError(
+            f"inference precision must be one of {', '.join(INFERENCE_PRECISIONS)}, "
+            f"not {inference_precision!r}"
+        )
+    if not xml.is_file():
+        raise EvaluationError(f"no IR at {xml}")
+    core = ov.Core()
+    try:
+        model = core.read_model(str(xml))
+    except RuntimeError as exc:
+        raise EvaluationError(f"OpenVINO cannot read {xml}: {_first_line(exc)}") from exc
+    if len(model.inputs) != 1 or len(model.outputs) < 1:
+        raise EvaluationError(f"{xml} is not a matting IR: it needs exactly one input")
+    shape = model.inputs[0].get_partial_shape()
+    if shape.is_static and list(shape.to_shape()) != [1, 3, SIZE, SIZE]:
+        raise EvaluationError(
+            f"{xml} takes input {list(shape.to_shape())}; evaluation feeds 1x3x{SIZE}x{SIZE}"
+        )
+    try:
+        compiled = core.compile_model(
+            model, device, {"INFERENCE_PRECISION_HINT": inference_precision}
+        )
+    except RuntimeError as exc:
+        raise EvaluationError(
+            f"OpenVINO cannot compile {xml} on {device} at {inference_precision}: "
+            f"{_first_line(exc)}"
+        ) from exc
+    request = compiled.create_infer_request()
+
+    def predict(image: NDArray[np.float32]) -> NDArray[Any]:
+        nchw = np.ascontiguousarray(image.transpose(2, 0, 1)[np.newaxis], dtype=np.float32)
+        request.infer({0: nchw})
+        return np.array(request.get_output_tensor(0).data, dtype=np.float32)
+
+    return predict
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,5 +1,289 @@
-"""``evaluate: the model card's MAD / MSE, computed as OMZ's accuracy check does``."""
+"""``evaluate``: the model card's MAD / MSE, computed as OMZ's accuracy check does, and the
+drift that FP16, INT8 or bf16 inference costs.
+
+The command only parses, picks the IRs, wires the progress bar and prints; the semantics live
+in :mod:`toolkit.evaluate`.
+"""
 
 from __future__ import annotations
 
-from toolkit.cli.app import app  # noqa: F401
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from toolkit.cli.app import app
+from toolkit.cli.options import OutputDir
+from toolkit.errors import ToolkitError, UsageError
+
+if TYPE_CHECKING:  # the evaluation core pulls in OpenCV: import it only when the command runs
+    from toolkit.evaluate import Evaluation, Pair, Predictor, Skip
+
+#: What ``--compare`` looks for under the output dir, in table order (the first found is the
+#: reference the others' drift is measured against).
+COMPARE_PRECISIONS = ("FP32", "FP16", "FP16-INT8", "FP32-INT8")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the results: an IR run at one inference precision."""
+
+    label: str
+    xml: Path
+    inference_precision: str
+
+
+def _ir_choices(
+    models: list[Path],
+    name: str | None,
+    precisions: list[str],
+    root: Path,
+    compare: bool,
+) -> list[tuple[str, Path]]:
+    """The IRs to run, as (label, xml): explicit files, else ``<root>/public/<name>/<PREC>/``."""
+    from toolkit.config import DEFAULT_MODEL
+    from toolkit.paths import ir_xml, model_dir
+
+    if models and (name is not None or precisions):
+        raise UsageError("use either --model or --name/--precision, not both")
+    if models:
+        return [(str(m), m) for m in models]
+    model_name = name or DEFAULT_MODEL
+    if precisions:
+        chosen = precisions
+    elif compare:
+        chosen = [p for p in COMPARE_PRECISIONS if ir_xml(root, model_name, p).is_file()]
+        if not chosen:
+            raise ToolkitError(
+                f"no converted IR of {model_name} under {model_dir(root, model_name)}: "
+                f"run 'modnet-tools convert' first, or pass --model"
+            )
+    else:
+        chosen = ["FP32"]
+    picked = []
+    for precision in chosen:
+        xml = ir_xml(root, model_name, precision)
+        if not xml.is_file():
+            raise ToolkitError(
+                f"no {precision} IR of {model_name} at {xml}: run 'modnet-tools convert "
+                f"--name {model_name} --precision {precision}' first, or pass --model"
+            )
+        picked.append((precision, xml))
+    return picked
+
+
+def plan_variants(
+    irs: list[tuple[str, Path]], inference_precisions: list[str], compare: bool
+) -> list[Variant]:
+    """Every IR at every inference precision asked for.
+
+    With ``--compare`` and no explicit ``--inference-precision``, every IR runs at f32 and the
+    first one also at bf16 (what this CPU runs by default), so one table shows what FP16,
+    INT8 and bf16 each cost against FP32 at f32.
+    """
+    from toolkit.evaluate import INFERENCE_PRECISIONS
+
+    for ip in inference_precisions:
+        if ip not in INFERENCE_PRECISIONS:
+            raise UsageError(
+                f"--inference-precision must be one of {', '.join(INFERENCE_PRECISIONS)}, "
+                f"not {ip!r}"
+            )
+    precisions = list(dict.fromkeys(inference_precisions)) or ["f32"]
+    variants = [Variant(f"{label} @ {ip}", xml, ip) for label, xml in irs for ip in precisions]
+    if compare and not inference_precisions:
+        label, xml = irs[0]
+        variants.append(Variant(f"{label} @ bf16", xml, "bf16"))
+    return variants
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6f}"
+
+
+def _print_single(evaluation: Evaluation, variant: Variant, device: str) -> None:
+    result = evaluation.variants[0]
+    typer.echo(f"model   {variant.xml} ({device}, {variant.inference_precision})")
+    typer.echo(f"images  {_images_line(evaluation)}")
+    typer.echo(f"MAD     mean {_fmt(result.mad.mean)}  std {_fmt(result.mad.std)}")
+    typer.echo(f"MSE     mean {_fmt(result.mse.mean)}  std {_fmt(result.mse.std)}")
+    typer.echo("(0..255 units; std over images is the population std, as OMZ's accuracy checker)")
+
+
+def _images_line(evaluation: Evaluation) -> str:
+    counts = evaluation.skipped_counts()
+    text = f"{evaluation.images} evaluated of {evaluation.considered}"
+    if evaluation.skipped:
+        parts = [f"{n} {kind.replace('_', ' ')}" for kind, n in counts.items() if n]
+        text += f", {len(evaluation.skipped)} skipped ({', '.join(parts)})"
+    return text
+
+
+def _print_table(evaluation: Evaluation, device: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    first = evaluation.variants[0]
+    table = Table(
+        title=f"{_images_line(evaluation)}; device {device}; drift vs the first row",
+        title_justify="left",
+    )
+    for column in ("model", "MAD mean", "MAD std", "MSE mean", "MSE std", "dMAD", "dMSE"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    table.add_column("matte |d| mean", justify="right")
+    table.add_column("matte |d| max", justify="right")
+    for v in evaluation.variants:
+        table.add_row(
+            v.label,
+            _fmt(v.mad.mean),
+            _fmt(v.mad.std),
+            _fmt(v.mse.mean),
+            _fmt(v.mse.std),
+            f"{v.mad.mean - first.mad.mean:+.6f}",
+            f"{v.mse.mean - first.mse.mean:+.6f}",
+            _fmt(v.drift_mean),
+            str(v.drift_max),
+        )
+    Console(width=200, soft_wrap=True).print(table)
+    typer.echo(
+        "(0..255 units; std over images is the population std, as OMZ's accuracy checker; "
+        "matte |d|: per-pixel difference of the 8-bit mattes from the first row's)"
+    )
+
+
+@app.command("evaluate")
+def evaluate(
+    images: Annotated[
+        Path, typer.Option("--images", help="Folder of *.jpg images (HumanMatting layout).")
+    ],
+    mattes: Annotated[
+        Path | None,
+        typer.Option(
+            "--mattes",
+            help="Folder of NAME.png ground-truth mattes (alpha channel, or single-channel); "
+            "default: the --images folder.",
+        ),
+    ] = None,
+    model: Annotated[
+        list[Path] | None,
+        typer.Option("--model", help="An IR .xml to evaluate (repeatable: compared in a table)."),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Model whose converted IR to use (default modnet-webcam-portrait-matting).",
+        ),
+    ] = None,
+    precision: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--precision",
+            help="IR precision folder under the output dir: FP32 (default), FP16, FP16-INT8... "
+            "(repeatable).",
+        ),
+    ] = None,
+    output_dir: OutputDir = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Evaluate only the first N images.")
+    ] = None,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")
+    ] = None,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="Compare precisions in one table: every converted IR found (FP32, FP16, "
+            "FP16-INT8, FP32-INT8) at f32, plus the first at bf16; drift vs the first row.",
+        ),
+    ] = False,
+    inference_precision: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--inference-precision",
+            help="OpenVINO INFERENCE_PRECISION_HINT: f32 (default) or bf16 (repeatable).",
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="OpenVINO device.")] = "CPU",
+) -> None:
+    """Measure MAD / MSE on a matting dataset exactly as Open Model Zoo's accuracy check does.
+
+    Each image is read as BGR and stretched to 512x512 (bilinear), the ground truth (the PNG's
+    alpha) is resized to 512x512 with Pillow's nearest neighbour, the prediction is
+    uint8(trunc(alpha * 255)); MAD and MSE per image in 0..255 units, then their mean and
+    std over the images. Pairs that cannot be read, and images without a matte, are reported,
+    skipped and counted (exit code 1 if any).
+    """
+    from toolkit.evaluate import find_pairs, openvino_predictor
+    from toolkit.fsutil import atomic_path
+    from toolkit.paths import default_root
+
+    root = output_dir if output_dir is not None else default_root()
+    irs = _ir_choices(list(model or []), name, list(precision or []), root, compare)
+    variants = plan_variants(irs, list(inference_precision or []), compare)
+    pairs = find_pairs(images, mattes if mattes is not None else images, limit)
+    predictors = [
+        (
+            v.label,
+            openvino_predictor(v.xml, device=device, inference_precision=v.inference_precision),
+        )
+        for v in variants
+    ]
+    evaluation = _run_with_progress(pairs, predictors)
+    if evaluation.images == 0:
+        raise ToolkitError(f"none of the {len(pairs)} image(s) could be evaluated")
+    if len(variants) == 1:
+        _print_single(evaluation, variants[0], device)
+    else:
+        _print_table(evaluation, device)
+    if json_file is not None:
+        doc = evaluation.to_json()
+        doc["device"] = device
+        for entry, v in zip(doc["variants"], variants, strict=True):
+            entry["xml"] = str(v.xml)
+            entry["inference_precision"] = v.inference_precision
+        with atomic_path(json_file) as tmp:
+            tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        typer.echo(f"wrote {json_file}")
+    if evaluation.skipped:
+        raise typer.Exit(1)
+
+
+def _run_with_progress(pairs: list[Pair], predictors: list[tuple[str, Predictor]]) -> Evaluation:
+    """Run the evaluation under a rich progress bar on stderr; skips are printed above it."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from toolkit.evaluate import evaluate
+
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("evaluating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("evaluate", total=len(pairs))
+
+        def on_item(pair: Pair, skip: Skip | None) -> None:
+            if skip is not None:
+                progress.console.print(
+                    escape(f"skipped {skip.name}: {skip.kind.replace('_', ' ')}: {skip.detail}"),
+                    highlight=False,
+                )
+            progress.advance(task)
+
+        return evaluate(pairs, predictors, on_item=on_item)
