@@ -1,0 +1,278 @@
+"""``modnet-tools evaluate`` end to end: real OpenVINO IRs with known outputs, real subprocesses.
+
+The IRs and the dataset are built in ``tests/fixtures_evaluate.py``, which also explains the
+hand-computed numbers asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import RunCli
+from tests.fixtures_evaluate import build_const_ir
+from tests.helpers import assert_one_line_error
+from toolkit.paths import ir_xml
+
+NAME = "modnet-webcam-portrait-matting"
+
+
+@pytest.fixture
+def clean_dataset(matting_dataset: Path) -> Path:
+    """Only the two good pairs (a, b): nothing to skip."""
+    for stem in "cdef":
+        for p in matting_dataset.glob(f"{stem}.*"):
+            p.unlink()
+    return matting_dataset
+
+
+def test_constant_ir_prints_and_writes_hand_computed_figures(
+    run_cli: RunCli, matting_dataset: Path, const_ir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "report" / "metrics.json"
+    proc = run_cli("evaluate", "--images", matting_dataset, "--model", const_ir, "--json", out)
+    # The figures are printed even though pairs were skipped; the skips make the exit code 1.
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "MAD     mean 77.500000  std 76.500000" in proc.stdout
+    assert "MSE     mean 15198.343750  std 15197.343750" in proc.stdout
+    assert "2 evaluated of 5, 3 skipped" in proc.stdout
+    for line in (
+        "skipped c: missing matte",
+        "skipped d: unreadable image",
+        "skipped e: unreadable matte",
+    ):
+        assert line in proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["images"] == 2
+    assert doc["MAD"] == {"mean": 77.5, "std": 76.5}
+    assert doc["MSE"] == {"mean": 15198.34375, "std": 15197.34375}
+    assert doc["skipped"] == 3 and doc["considered"] == 5
+    assert doc["skipped_by_reason"] == {
+        "missing_matte": 1,
+        "unreadable_image": 1,
+        "unreadable_matte": 1,
+    }
+    per_image = doc["variants"][0]["per_image"]
+    assert per_image == [
+        {"name": "a", "MAD": 1.0, "MSE": 1.0},  # trunc(0.999*255) = 254 vs 255
+        {"name": "b", "MAD": 154.0, "MSE": 30395.6875},
+    ]
+    assert doc["variants"][0]["inference_precision"] == "f32"
+    assert [p.name for p in out.parent.iterdir()] == ["metrics.json"]  # no temp files left
+
+
+def test_input_dependent_ir_pins_truncation_and_feed(
+    run_cli: RunCli, clean_dataset: Path, blue_ir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "m.json"
+    proc = run_cli("evaluate", "--images", clean_dataset, "--model", blue_ir, "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    # a: grey 128 -> 128/256 = 0.5 -> 127.5 -> 127 (rounding would say 128); gt 255.
+    # b: grey 64 -> 63.75 -> 63; gt columns 0/100/200 over 171/170/171 columns.
+    assert doc["variants"][0]["per_image"] == [
+        {"name": "a", "MAD": 128.0, "MSE": 16384.0},
+        {"name": "b", "MAD": 40490 / 512, "MSE": 4120928 / 512},
+    ]
+    assert doc["MAD"]["mean"] == (128 + 40490 / 512) / 2
+    assert doc["skipped"] == 0
+
+
+def test_channel_order_is_bgr_as_opencv_reads_it(
+    run_cli: RunCli, tmp_path: Path, blue_ir: Path
+) -> None:
+    folder = tmp_path / "colour"
+    folder.mkdir()
+    bgr = np.zeros((120, 90, 3), np.uint8)
+    bgr[..., 0] = 250  # blue
+    bgr[..., 2] = 10  # red
+    assert cv2.imwrite(str(folder / "x.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    assert cv2.imwrite(str(folder / "x.png"), np.full((120, 90), 255, np.uint8))
+    out = tmp_path / "m.json"
+    proc = run_cli("evaluate", "--images", folder, "--model", blue_ir, "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    blue = int(cv2.imread(str(folder / "x.jpg"))[..., 0].mean().round())
+    assert blue >= 245
+    # The IR outputs channel 0 / 256: BGR order gives about 250 -> MAD about 6; RGB would be ~246.
+    assert doc_mad(out) == pytest.approx(255 - int(blue * 255 / 256), abs=1.0)
+
+
+def doc_mad(path: Path) -> float:
+    return float(json.loads(path.read_text())["MAD"]["mean"])
+
+
+def test_compare_two_irs_reports_drift_vs_the_first(
+    run_cli: RunCli, clean_dataset: Path, const_ir: Path, blue_ir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "cmp.json"
+    proc = run_cli(
+        "evaluate",
+        "--images",
+        clean_dataset,
+        "--model",
+        const_ir,
+        "--model",
+        blue_ir,
+        "--json",
+        out,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "const.xml @ f32" in proc.stdout and "blue.xml @ f32" in proc.stdout
+    assert "159.000000" in proc.stdout  # mean |127-254|, |63-254| over the two images
+    doc = json.loads(out.read_text())
+    const, blue = doc["variants"]
+    assert const["MAD"] == {"mean": 77.5, "std": 76.5}
+    assert blue["drift_vs_first"]["matte_mean_abs"] == 159.0
+    assert blue["drift_vs_first"]["matte_max_abs"] == 191
+    assert blue["drift_vs_first"]["MAD_mean"] == pytest.approx((128 + 40490 / 512) / 2 - 77.5)
+    assert const["drift_vs_first"]["matte_max_abs"] == 0
+
+
+def test_compare_finds_converted_precisions_under_output_dir(
+    run_cli: RunCli, clean_dataset: Path, const_ir: Path, blue_ir: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "home"
+    for precision, src in (("FP32", const_ir), ("FP16", blue_ir)):
+        dest = ir_xml(root, NAME, precision)
+        dest.parent.mkdir(parents=True)
+        shutil.copy(src, dest)
+        shutil.copy(src.with_suffix(".bin"), dest.with_suffix(".bin"))
+    out = tmp_path / "cmp.json"
+    proc = run_cli("evaluate", "--images", clean_dataset, "-o", root, "--compare", "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert [v["model"] for v in doc["variants"]] == ["FP32 @ f32", "FP16 @ f32", "FP32 @ bf16"]
+    assert [v["inference_precision"] for v in doc["variants"]] == ["f32", "f32", "bf16"]
+    assert doc["MAD"] == {"mean": 77.5, "std": 76.5}  # FP32 (the constant IR) is the reference
+    assert doc["variants"][1]["drift_vs_first"]["matte_mean_abs"] == 159.0
+    # The same root through $MODNET_TOOLS_HOME and --precision picks one IR.
+    proc = run_cli(
+        "evaluate",
+        "--images",
+        clean_dataset,
+        "--precision",
+        "FP16",
+        env={"MODNET_TOOLS_HOME": str(root)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"FP16/{NAME}.xml (CPU, f32)" in proc.stdout
+    assert "MAD     mean 103.541016" in proc.stdout  # (128 + 79.08203125) / 2
+
+
+def test_limit_and_separate_matte_folder(
+    run_cli: RunCli, clean_dataset: Path, const_ir: Path, tmp_path: Path
+) -> None:
+    mattes = tmp_path / "mattes"
+    mattes.mkdir()
+    for p in clean_dataset.glob("*.png"):
+        p.rename(mattes / p.name)
+    out = tmp_path / "m.json"
+    proc = run_cli(
+        "evaluate",
+        "--images",
+        clean_dataset,
+        "--mattes",
+        mattes,
+        "--model",
+        const_ir,
+        "--limit",
+        "1",
+        "--json",
+        out,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert (doc["images"], doc["considered"]) == (1, 1)
+    assert doc["MAD"] == {"mean": 1.0, "std": 0.0}
+
+
+def test_missing_converted_ir_is_one_line_with_a_hint(
+    run_cli: RunCli, clean_dataset: Path, tmp_path: Path
+) -> None:
+    proc = run_cli("evaluate", "--images", clean_dataset, "-o", tmp_path / "empty")
+    assert_one_line_error(proc, "no FP32 IR", "modnet-tools convert")
+    proc = run_cli("evaluate", "--images", clean_dataset, "-o", tmp_path / "empty", "--compare")
+    assert_one_line_error(proc, "no converted IR")
+
+
+def test_bad_inputs_are_one_line_errors(
+    run_cli: RunCli, clean_dataset: Path, const_ir: Path, tmp_path: Path
+) -> None:
+    proc = run_cli("evaluate", "--images", tmp_path / "nowhere", "--model", const_ir)
+    assert_one_line_error(proc, "does not exist")
+    proc = run_cli("evaluate", "--images", clean_dataset, "--model", tmp_path / "none.xml")
+    assert_one_line_error(proc, "no IR at")
+    (tmp_path / "junk.xml").write_text("<net>")
+    proc = run_cli("evaluate", "--images", clean_dataset, "--model", tmp_path / "junk.xml")
+    assert_one_line_error(proc, "cannot read")
+
+
+def test_ir_with_another_input_size_is_refused(
+    run_cli: RunCli, clean_dataset: Path, tmp_path: Path
+) -> None:
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    inp = ops.parameter([1, 3, 256, 256], np.float32, name="input")
+    model = ov.Model([ops.multiply(inp, np.float32(0.5))], [inp], "small")
+    ov.save_model(model, str(tmp_path / "small.xml"), compress_to_fp16=False)
+    proc = run_cli("evaluate", "--images", clean_dataset, "--model", tmp_path / "small.xml")
+    assert_one_line_error(proc, "[1, 3, 256, 256]", "1x3x512x512")
+
+
+def test_nothing_evaluable_fails_and_writes_no_json(
+    run_cli: RunCli, tmp_path: Path, const_ir: Path
+) -> None:
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "x.jpg").write_bytes(b"garbage")
+    out = tmp_path / "m.json"
+    proc = run_cli("evaluate", "--images", folder, "--model", const_ir, "--json", out)
+    assert_one_line_error(proc, "none of the 1 image")
+    assert not out.exists()
+
+
+def test_usage_errors_exit_2(run_cli: RunCli, clean_dataset: Path, const_ir: Path) -> None:
+    proc = run_cli(
+        "evaluate", "--images", clean_dataset, "--model", const_ir, "--precision", "FP16"
+    )
+    assert proc.returncode == 2 and "not both" in proc.stderr
+    proc = run_cli(
+        "evaluate", "--images", clean_dataset, "--model", const_ir, "--inference-precision", "i8"
+    )
+    assert proc.returncode == 2 and "f32, bf16" in proc.stderr
+    proc = run_cli("evaluate", "--images", clean_dataset, "--model", const_ir, "--limit", "0")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+
+
+def test_bf16_inference_runs_and_is_labelled(
+    run_cli: RunCli, clean_dataset: Path, tmp_path: Path
+) -> None:
+    # 0.75 is exact in bf16, so the figures must not move: pred 191 everywhere.
+    xml = build_const_ir(tmp_path / "c075.xml", 0.75)
+    out = tmp_path / "m.json"
+    proc = run_cli(
+        "evaluate",
+        "--images",
+        clean_dataset,
+        "--model",
+        xml,
+        "--inference-precision",
+        "f32",
+        "--inference-precision",
+        "bf16",
+        "--json",
+        out,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert [v["model"] for v in doc["variants"]] == [f"{xml} @ f32", f"{xml} @ bf16"]
+    assert doc["variants"][0]["per_image"][0] == {"name": "a", "MAD": 64.0, "MSE": 4096.0}
+    assert doc["variants"][1]["MAD"] == doc["variants"][0]["MAD"]
