@@ -276,3 +276,79 @@ def test_bf16_inference_runs_and_is_labelled(
     assert [v["model"] for v in doc["variants"]] == [f"{xml} @ f32", f"{xml} @ bf16"]
     assert doc["variants"][0]["per_image"][0] == {"name": "a", "MAD": 64.0, "MSE": 4096.0}
     assert doc["variants"][1]["MAD"] == doc["variants"][0]["MAD"]
+
+
+def _photo_dataset(folder: Path, sample_photo: Path) -> Path:
+    """Two photos (the astronaut, and it mirrored and cropped) with disc mattes of other sizes."""
+    folder.mkdir()
+    photo = cv2.imread(str(sample_photo))
+    assert cv2.imwrite(str(folder / "p1.jpg"), photo, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert cv2.imwrite(
+        str(folder / "p2.jpg"), photo[40:, ::-1][:, 60:], [cv2.IMWRITE_JPEG_QUALITY, 90]
+    )
+    for stem, size in (("p1", 300), ("p2", 700)):
+        yy, xx = np.mgrid[:size, :size]
+        disc = np.clip(255 - np.hypot(yy - size / 2, xx - size / 2) * 600 / size, 0, 255)
+        rgba = np.zeros((size, size, 4), np.uint8)
+        rgba[..., 3] = disc.astype(np.uint8)
+        assert cv2.imwrite(str(folder / f"{stem}.png"), rgba)
+    return folder
+
+
+@pytest.mark.slow
+def test_real_modnet_ir_matches_pytorch_semantics(
+    run_cli: RunCli, tmp_path: Path, tame_checkpoint: Path, sample_photo: Path
+) -> None:
+    """The CLI's figures on a converted MODNet equal those computed from PyTorch directly.
+
+    The reference here bypasses OpenVINO altogether: PyTorch MODNet on the RGB image
+    normalised to [-1, 1], then OMZ's post-processing and Pillow's nearest for the ground
+    truth. Equality (to the few pixels where f32 rounding flips a truncation) shows that the
+    command feeds the IR BGR 0..255 stretched to 512x512, as OMZ's accuracy check does.
+    """
+    import torch
+    from PIL import Image
+
+    from toolkit.checkpoint import load_model
+    from toolkit.convert import convert_checkpoint
+
+    xml = convert_checkpoint(tame_checkpoint, tmp_path / "ir" / "FP32" / "m.xml", precision="FP32")
+    data = _photo_dataset(tmp_path / "photos", sample_photo)
+    out = tmp_path / "m.json"
+    proc = run_cli(
+        "evaluate",
+        "--images",
+        data,
+        "--model",
+        xml,
+        "--inference-precision",
+        "f32",
+        "--inference-precision",
+        "bf16",
+        "--json",
+        out,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+
+    net = load_model(tame_checkpoint).eval()
+    expected = []
+    for stem in ("p1", "p2"):
+        bgr = cv2.resize(
+            cv2.imread(str(data / f"{stem}.jpg")), (512, 512), interpolation=cv2.INTER_LINEAR
+        )
+        rgb = torch.from_numpy(bgr[..., ::-1].astype(np.float32).copy()).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            alpha = net((rgb - 127.5) / 127.5)[0, 0].numpy()
+        pred = np.trunc(alpha * np.float32(255)).astype(np.uint8)
+        with Image.open(data / f"{stem}.png") as im:
+            gt = np.array(im.getchannel("A").resize((512, 512), resample=0), np.float64)
+        assert alpha.std() > 0.02, "the random network should give a varied matte"
+        expected.append(np.abs(gt - pred).mean())
+    f32, bf16 = doc["variants"]
+    got = [item["MAD"] for item in f32["per_image"]]
+    assert got == pytest.approx(expected, abs=0.02)
+    assert doc["MAD"]["mean"] == pytest.approx(np.mean(expected), abs=0.02)
+    # bf16 runs, is labelled, and moves the tame network's matte only a little.
+    assert bf16["inference_precision"] == "bf16"
+    assert 0 < bf16["drift_vs_first"]["matte_mean_abs"] < 5
