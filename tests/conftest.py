@@ -16,7 +16,7 @@ import pytest
 
 from toolkit.paths import sample_image
 
-pytest_plugins: list[str] = ["tests.fixtures_evaluate"]
+pytest_plugins: list[str] = ["tests.fixtures_evaluate", "tests.fixtures_http"]
 
 REPO = Path(__file__).resolve().parent.parent
 
