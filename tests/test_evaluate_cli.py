@@ -207,10 +207,11 @@ def test_bad_inputs_are_one_line_errors(
     proc = run_cli("evaluate", "--images", tmp_path / "nowhere", "--model", const_ir)
     assert_one_line_error(proc, "does not exist")
     proc = run_cli("evaluate", "--images", clean_dataset, "--model", tmp_path / "none.xml")
-    assert_one_line_error(proc, "no IR at")
+    assert_one_line_error(proc, "none.xml", "no such IR file")
     (tmp_path / "junk.xml").write_text("<net>")
+    (tmp_path / "junk.bin").write_bytes(b"")
     proc = run_cli("evaluate", "--images", clean_dataset, "--model", tmp_path / "junk.xml")
-    assert_one_line_error(proc, "cannot read")
+    assert_one_line_error(proc, "junk.xml", "cannot read")
 
 
 def test_ir_with_another_input_size_is_refused(
@@ -223,7 +224,7 @@ def test_ir_with_another_input_size_is_refused(
     model = ov.Model([ops.multiply(inp, np.float32(0.5))], [inp], "small")
     ov.save_model(model, str(tmp_path / "small.xml"), compress_to_fp16=False)
     proc = run_cli("evaluate", "--images", clean_dataset, "--model", tmp_path / "small.xml")
-    assert_one_line_error(proc, "[1, 3, 256, 256]", "1x3x512x512")
+    assert_one_line_error(proc, "fixed 256x256 input", "512x512")
 
 
 def test_nothing_evaluable_fails_and_writes_no_json(

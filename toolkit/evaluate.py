@@ -16,8 +16,8 @@ step below copies OMZ's choice even where another would be more natural:
   per-image values, which is what the accuracy checker's regression metrics report.
 
 The core takes the model as a plain callable (:data:`Predictor`), so it is tested with known
-predictions and runs any IR, precision or runtime the caller wraps. Nothing here imports torch
-or OpenVINO.
+predictions and runs any IR, precision or runtime the caller wraps; :func:`openvino_predictor`
+wraps an IR through :mod:`toolkit.runtime` (imported only when called). No torch anywhere.
 """
 
 from __future__ import annotations
@@ -400,53 +400,38 @@ INFERENCE_PRECISIONS = ("f32", "bf16")
 def openvino_predictor(
     xml: Path, *, device: str = "CPU", inference_precision: str = "f32"
 ) -> Predictor:
-    """Compile an IR and wrap it as a :data:`Predictor` fed at 1x3x512x512, no resizing of its own.
+    """Wrap an IR (through :class:`toolkit.runtime.IRModel`) as a :data:`Predictor` at 512x512.
 
-    Evaluation must feed the IR exactly the 512x512 stretch OMZ fed it, so this stays a raw
-    call: no keep-aspect resize, no post-processing beyond reading the output. The precision
-    hint is always explicit because this CPU's plugin silently runs bf16 otherwise, which
-    would make "FP32" figures something else.
+    Evaluation must feed the IR exactly the 512x512 stretch OMZ fed it, so this is the raw
+    call: the tensor goes in as it is, no keep-aspect resize, nothing done to the output.
+    An IR whose input is fixed at another size is refused rather than reshaped, since its
+    figures would not be the model card's. The precision hint is always explicit because
+    this CPU's plugin silently runs bf16 otherwise, which would make "FP32" figures something
+    else.
     """
-    import openvino as ov
-
     if inference_precision not in INFERENCE_PRECISIONS:
         raise EvaluationError(
             f"inference precision must be one of {', '.join(INFERENCE_PRECISIONS)}, "
             f"not {inference_precision!r}"
         )
-    if not xml.is_file():
-        raise EvaluationError(f"no IR at {xml}")
-    core = ov.Core()
-    try:
-        model = core.read_model(str(xml))
-    except RuntimeError as exc:
-        raise EvaluationError(f"OpenVINO cannot read {xml}: {_first_line(exc)}") from exc
-    if len(model.inputs) != 1 or len(model.outputs) < 1:
-        raise EvaluationError(f"{xml} is not a matting IR: it needs exactly one input")
-    shape = model.inputs[0].get_partial_shape()
-    if shape.is_static and list(shape.to_shape()) != [1, 3, SIZE, SIZE]:
+    from toolkit.runtime import IRModel, parse_precision
+
+    model = IRModel(
+        xml,
+        device=device,
+        precision=parse_precision(inference_precision),
+        performance="latency",
+    )
+    if model.fixed_size not in (None, (SIZE, SIZE)):
+        height, width = model.fixed_size
         raise EvaluationError(
-            f"{xml} takes input {list(shape.to_shape())}; evaluation feeds 1x3x{SIZE}x{SIZE}"
+            f"{xml} takes a fixed {width}x{height} input; evaluation feeds {SIZE}x{SIZE} "
+            f"(convert with a 1x3x{SIZE}x{SIZE} or dynamic input)"
         )
-    try:
-        compiled = core.compile_model(
-            model, device, {"INFERENCE_PRECISION_HINT": inference_precision}
-        )
-    except RuntimeError as exc:
-        raise EvaluationError(
-            f"OpenVINO cannot compile {xml} on {device} at {inference_precision}: "
-            f"{_first_line(exc)}"
-        ) from exc
-    request = compiled.create_infer_request()
+    model.compiled((SIZE, SIZE))  # compile now: a device or precision problem shows up front
 
     def predict(image: NDArray[np.float32]) -> NDArray[Any]:
         nchw = np.ascontiguousarray(image.transpose(2, 0, 1)[np.newaxis], dtype=np.float32)
-        request.infer({0: nchw})
-        return np.array(request.get_output_tensor(0).data, dtype=np.float32)
+        return model.infer(nchw)
 
     return predict
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
