@@ -353,3 +353,26 @@ def test_real_modnet_ir_matches_pytorch_semantics(
     # bf16 runs, is labelled, and moves the tame network's matte only a little.
     assert bf16["inference_precision"] == "bf16"
     assert 0 < bf16["drift_vs_first"]["matte_mean_abs"] < 5
+
+
+def test_evaluate_runs_without_torch(clean_dataset: Path, const_ir: Path, tmp_path: Path) -> None:
+    """An inference-only install (no torch) can evaluate: torch is made unimportable here."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from toolkit.cli import main\n"
+        f"main(['evaluate', '--images', {str(clean_dataset)!r}, '--model', {str(const_ir)!r}])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "MAD     mean 77.500000  std 76.500000" in proc.stdout
