@@ -1,0 +1,283 @@
+"""Pre- and post-processing around the network: resize rules, alpha handling, compositing.
+
+numpy and OpenCV only, so that everything here is usable (and testable) without OpenVINO or
+torch. Two resize rules exist because two reference pipelines exist:
+
+* ``stretch`` is what Open Model Zoo's background-subtraction demo does: the frame is resized
+  to the IR's fixed input size (bilinear) ignoring the aspect ratio, and the alpha is resized
+  back bilinearly. Results match what OMZ users already get.
+* ``keep-aspect`` is the MODNet authors' rule: the short side goes to 512 when the long side
+  is under 512 or the short side is over 512, both sides are then floored to multiples of 32
+  (the network's stride), with area interpolation. Faces keep their proportions, which the
+  network was trained on.
+
+The alpha is always returned at the input's size; compositing follows the demo's formula
+``frame * a + background * (1 - a)``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from toolkit.errors import UsageError
+
+ResizeMode = Literal["stretch", "keep-aspect"]
+RESIZE_MODES: tuple[ResizeMode, ...] = ("stretch", "keep-aspect")
+
+#: The network's stride: H and W of its input must be multiples of this.
+SIZE_MULTIPLE = 32
+#: The authors' reference size for the short side.
+REF_SIZE = 512
+#: OMZ's demo default background, BGR.
+OMZ_BACKGROUND_BGR: tuple[int, int, int] = (155, 255, 120)
+
+U8Image = npt.NDArray[np.uint8]
+F32Array = npt.NDArray[np.float32]
+
+
+def parse_resize(value: str) -> ResizeMode:
+    """Validate a ``--resize`` value (``stretch`` or ``keep-aspect``)."""
+    for mode in RESIZE_MODES:
+        if value == mode:
+            return mode
+    raise UsageError(f"--resize must be one of {', '.join(RESIZE_MODES)}, not {value!r}")
+
+
+def keep_aspect_size(height: int, width: int, ref: int = REF_SIZE) -> tuple[int, int]:
+    """The network input size (H, W) for an image under the authors' keep-aspect rule.
+
+    If the long side is under ``ref`` or the short side over it, the short side becomes
+    ``ref`` and the long side scales alike; otherwise the size is kept. Both sides are then
+    floored to multiples of 32 (never below 32), because the network needs it.
+    """
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    if max(height, width) < ref or min(height, width) > ref:
+        if width >= height:
+            new_h, new_w = ref, int(width / height * ref)
+        else:
+            new_h, new_w = int(height / width * ref), ref
+    else:
+        new_h, new_w = height, width
+    new_h = max(SIZE_MULTIPLE, new_h - new_h % SIZE_MULTIPLE)
+    new_w = max(SIZE_MULTIPLE, new_w - new_w % SIZE_MULTIPLE)
+    return new_h, new_w
+
+
+def network_size(
+    height: int, width: int, mode: ResizeMode, fixed: tuple[int, int] | None
+) -> tuple[int, int]:
+    """The (H, W) the network runs at for an image of ``height`` x ``width``.
+
+    ``fixed`` is the IR's static spatial size, or None for an IR with dynamic H/W. ``stretch``
+    uses the fixed size (512x512 for a dynamic IR, the size OMZ's IR has); ``keep-aspect``
+    ignores it (the runtime reshapes the IR).
+    """
+    if mode == "stretch":
+        return fixed if fixed is not None else (REF_SIZE, REF_SIZE)
+    return keep_aspect_size(height, width)
+
+
+def to_network_input(bgr: U8Image, size: tuple[int, int], mode: ResizeMode) -> F32Array:
+    """Resize a BGR uint8 frame to ``size`` (H, W) and lay it out as a 1x3xHxW float32 tensor.
+
+    The pixels stay BGR 0..255: the IR reverses the channels and normalises internally, as
+    OMZ's IR does. The resize is done on the uint8 frame (like the demo, which hands OpenCV's
+    uint8 frames to its resize) with bilinear for ``stretch`` and area for ``keep-aspect``.
+    """
+    height, width = size
+    interp = cv2.INTER_LINEAR if mode == "stretch" else cv2.INTER_AREA
+    if bgr.shape[:2] != (height, width):
+        bgr = np.asarray(cv2.resize(bgr, (width, height), interpolation=interp), np.uint8)
+    return np.ascontiguousarray(bgr.transpose(2, 0, 1)[np.newaxis], dtype=np.float32)
+
+
+def alpha_to_input_size(alpha: npt.NDArray[np.floating], height: int, width: int) -> F32Array:
+    """Resize the network's matte (any of NxCxHxW / HxW) back to ``height`` x ``width``.
+
+    Bilinear, as both reference pipelines do; clipped to [0, 1] because interpolation of a
+    sigmoid output stays inside it but reduced-precision inference may overshoot by an ulp.
+    """
+    matte = np.asarray(alpha, dtype=np.float32).reshape(alpha.shape[-2:])
+    if matte.shape != (height, width):
+        matte = np.asarray(
+            cv2.resize(matte, (width, height), interpolation=cv2.INTER_LINEAR), np.float32
+        )
+    return np.clip(matte, 0.0, 1.0, out=matte)
+
+
+def quantize_alpha(alpha: F32Array) -> U8Image:
+    """The 8-bit matte written to ``<stem>_alpha.png``: round(alpha * 255)."""
+    return np.rint(alpha * 255.0).astype(np.uint8)
+
+
+# --- backgrounds ------------------------------------------------------------------------------
+
+_NAMED_BGR: dict[str, tuple[int, int, int]] = {
+    "omz": OMZ_BACKGROUND_BGR,
+    "default": OMZ_BACKGROUND_BGR,
+    "green": (0, 255, 0),
+    "blue": (255, 0, 0),
+    "red": (0, 0, 255),
+    "white": (255, 255, 255),
+    "black": (0, 0, 0),
+    "gray": (128, 128, 128),
+    "grey": (128, 128, 128),
+}
+
+
+@dataclass(frozen=True)
+class Background:
+    """What replaces the background: a solid colour, an image, or the frame box-blurred.
+
+    Exactly one of ``color`` (BGR), ``image`` (a BGR uint8 array, resized to each frame) and
+    ``blur`` (the kernel size K of a K x K box blur) is set.
+    """
+
+    color: tuple[int, int, int] | None = None
+    image: U8Image | None = None
+    blur: int | None = None
+    description: str = ""
+
+    def render(self, frame: U8Image) -> U8Image:
+        """The background as a BGR uint8 image of the frame's size."""
+        height, width = frame.shape[:2]
+        if self.color is not None:
+            return np.broadcast_to(np.array(self.color, dtype=np.uint8), (height, width, 3))
+        if self.image is not None:
+            if self.image.shape[:2] == (height, width):
+                return self.image
+            resized = cv2.resize(self.image, (width, height), interpolation=cv2.INTER_LINEAR)
+            return np.asarray(resized, np.uint8)
+        assert self.blur is not None
+        return np.asarray(cv2.blur(frame, (self.blur, self.blur)), np.uint8)
+
+
+def _parse_triplet(text: str, order: Literal["rgb", "bgr"], spec: str) -> tuple[int, int, int]:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 3 or not all(p.isdigit() and int(p) <= 255 for p in parts):
+        raise UsageError(
+            f"--background {spec!r}: a colour needs three integers 0..255 separated by commas"
+        )
+    a, b, c = (int(p) for p in parts)
+    return (c, b, a) if order == "rgb" else (a, b, c)
+
+
+def parse_background(spec: str, load_image: Callable[[Path], U8Image] | None = None) -> Background:
+    """Parse ``--background``: a colour, ``blur:K`` or an image file.
+
+    Colours: ``#RRGGBB`` (web notation, RGB), ``R,G,B`` or ``rgb:R,G,B`` (RGB), ``bgr:B,G,R``
+    (OpenCV order, as OMZ writes its default), or a name (``omz``/``default`` is OMZ's
+    BGR (155, 255, 120), also ``green``, ``blue``, ``red``, ``white``, ``black``, ``gray``).
+    ``load_image`` is the image loader (a callable path -> BGR uint8) used for files; it is
+    passed in so that this module stays free of file-format concerns.
+    """
+    text = spec.strip()
+    lower = text.lower()
+    if lower in _NAMED_BGR:
+        return Background(color=_NAMED_BGR[lower], description=lower)
+    if lower.startswith("blur:"):
+        k = lower[5:]
+        if not k.isdigit() or not 1 <= int(k) <= 1001:
+            raise UsageError(
+                f"--background {spec!r}: blur:K needs a kernel size K between 1 and 1001"
+            )
+        return Background(blur=int(k), description=f"blur {k}x{k}")
+    if re.fullmatch(r"#[0-9a-fA-F]{6}", text):
+        r, g, b = (int(text[i : i + 2], 16) for i in (1, 3, 5))
+        return Background(color=(b, g, r), description=text)
+    if lower.startswith(("rgb:", "bgr:")):
+        order: Literal["rgb", "bgr"] = "rgb" if lower.startswith("rgb:") else "bgr"
+        return Background(color=_parse_triplet(text[4:], order, spec), description=text)
+    if re.fullmatch(r"[\d\s]+,[\d\s]+,[\d\s]+", text):
+        return Background(color=_parse_triplet(text, "rgb", spec), description=f"rgb {text}")
+    path = Path(text)
+    if path.is_file() and load_image is not None:
+        return Background(image=load_image(path), description=str(path))
+    raise UsageError(
+        f"--background {spec!r}: not a colour (#RRGGBB, R,G,B, bgr:B,G,R, a name such as omz), "
+        "blur:K, or an existing image file"
+    )
+
+
+# --- compositing ------------------------------------------------------------------------------
+
+
+def composite(frame: U8Image, alpha8: U8Image, background: U8Image) -> U8Image:
+    """``frame * a + background * (1 - a)`` with ``a = alpha8 / 255``, rounded to uint8.
+
+    The 8-bit alpha (the one written to ``_alpha.png``) is used rather than the float matte,
+    so the composite file can be recomputed exactly from the files the toolkit writes.
+    """
+    a = (alpha8.astype(np.float32) * np.float32(1.0 / 255.0))[..., np.newaxis]
+    out = frame.astype(np.float32) * a + background.astype(np.float32) * (np.float32(1.0) - a)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def cutout(frame: U8Image, alpha8: U8Image) -> U8Image:
+    """The BGRA cut-out: the frame's colours with the matte as (straight, unpremultiplied) alpha."""
+    return np.dstack((frame, alpha8))
+
+
+def grey_to_bgr(alpha8: U8Image) -> U8Image:
+    """The matte as a 3-channel image (for video writers and side-by-side views)."""
+    return np.asarray(cv2.cvtColor(alpha8, cv2.COLOR_GRAY2BGR), np.uint8)
+
+
+def side_by_side(left: U8Image, right: U8Image) -> U8Image:
+    """Input and result next to each other (same height), for a quick visual check."""
+    if left.ndim == 2:
+        left = grey_to_bgr(left)
+    if right.ndim == 2:
+        right = grey_to_bgr(right)
+    return np.hstack((left, right))
+
+
+# --- one-frame-delay smoothing ------------------------------------------------------------------
+
+
+class OneFrameDelay:
+    """The paper's OFD trick against flicker in video, streaming with a one-frame delay.
+
+    Where the previous and next frames' alphas agree within ``tolerance`` and the current
+    frame's alpha differs from both by more than it, the current value is replaced by the mean
+    of its neighbours. Feed alphas in order with :meth:`push` (it returns the previous frame's
+    smoothed alpha, or None for the first call) and call :meth:`flush` at the end for the last
+    frame, which is passed through unchanged like the first one.
+    """
+
+    def __init__(self, tolerance: float = 0.1) -> None:
+        if not 0.0 < tolerance < 1.0:
+            raise UsageError(f"the OFD tolerance must be between 0 and 1, not {tolerance}")
+        self.tolerance = np.float32(tolerance)
+        self._prev: F32Array | None = None
+        self._cur: F32Array | None = None
+
+    def push(self, alpha: F32Array) -> F32Array | None:
+        """Add the next frame's alpha; return the smoothed alpha of the frame before it."""
+        out: F32Array | None = None
+        if self._cur is not None:
+            out = self._cur if self._prev is None else self.smooth(self._prev, self._cur, alpha)
+        self._prev, self._cur = self._cur, alpha
+        return out
+
+    def flush(self) -> F32Array | None:
+        """The last frame's alpha (unchanged: it has no next frame)."""
+        out, self._prev, self._cur = self._cur, None, None
+        return out
+
+    def smooth(self, prev: F32Array, cur: F32Array, nxt: F32Array) -> F32Array:
+        """One OFD step on three consecutive alphas of the same shape."""
+        tol = self.tolerance
+        fix = (np.abs(prev - nxt) <= tol) & (np.abs(cur - prev) > tol) & (np.abs(cur - nxt) > tol)
+        if not fix.any():
+            return cur
+        return np.where(fix, (prev + nxt) * np.float32(0.5), cur).astype(np.float32)

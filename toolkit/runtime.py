@@ -1,0 +1,276 @@
+"""OpenVINO model loading, compilation per input size, and synchronous/asynchronous inference.
+
+One :class:`IRModel` reads the IR once and compiles it lazily for each input size it is asked
+for (a fixed 512x512 IR is reshaped for keep-aspect sizes: the network accepts any multiple of
+32). The inference precision is explicit because the CPU plugin silently runs in bf16 on CPUs
+that have it, which moves the matte; ``f32`` is the default so results match PyTorch.
+
+:meth:`IRModel.run_ordered` keeps several asynchronous requests in flight and yields results
+in submission order, so the caller's decoding and encoding overlap with inference.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import openvino as ov
+
+from toolkit.errors import ToolkitError, UsageError
+
+InferencePrecision = Literal["f32", "bf16", "f16"]
+INFERENCE_PRECISIONS: tuple[InferencePrecision, ...] = ("f32", "bf16", "f16")
+PerformanceMode = Literal["latency", "throughput"]
+
+#: How many compiled sizes stay alive; a folder of mixed sizes under keep-aspect would
+#: otherwise keep one compiled network (tens of MB) per distinct size.
+COMPILED_CACHE_SIZE = 4
+
+F32Array = npt.NDArray[np.float32]
+K = TypeVar("K")
+
+
+class ModelError(ToolkitError):
+    """The IR cannot be read, is not a MODNet-like matting IR, or cannot be compiled."""
+
+
+_core_lock = threading.Lock()
+_core: ov.Core | None = None
+
+
+def core() -> ov.Core:
+    """The process's one OpenVINO Core (creating one is slow and they share plugins anyway)."""
+    global _core
+    with _core_lock:
+        if _core is None:
+            _core = ov.Core()
+        return _core
+
+
+def parse_precision(value: str) -> InferencePrecision:
+    """Validate ``--inference-precision``."""
+    for p in INFERENCE_PRECISIONS:
+        if value.lower() == p:
+            return p
+    raise UsageError(
+        f"--inference-precision must be one of {', '.join(INFERENCE_PRECISIONS)}, not {value!r}"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+@dataclass
+class _Compiled:
+    """A network compiled for one input size, with its request pool created on first use."""
+
+    model: ov.CompiledModel
+    requests: int
+    _queue: ov.AsyncInferQueue | None = None
+    _sync: ov.InferRequest | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def queue(self) -> ov.AsyncInferQueue:
+        if self._queue is None:
+            self._queue = ov.AsyncInferQueue(self.model, self.requests)
+        return self._queue
+
+    def sync_request(self) -> ov.InferRequest:
+        if self._sync is None:
+            self._sync = self.model.create_infer_request()
+        return self._sync
+
+
+class IRModel:
+    """An OpenVINO IR with one image input (N x 3 x H x W) and one matte output (N x 1 x H x W).
+
+    ``performance`` picks OpenVINO's hint: ``latency`` for one image at a time (all cores on
+    one request), ``throughput`` for folders and video (parallel streams). ``requests`` is the
+    size of the asynchronous pool (0: OpenVINO's optimal number for the device and hint).
+    """
+
+    def __init__(
+        self,
+        xml: str | Path,
+        *,
+        device: str = "CPU",
+        precision: InferencePrecision = "f32",
+        performance: PerformanceMode = "latency",
+        requests: int = 0,
+    ) -> None:
+        self.xml = Path(xml)
+        self.device = device
+        self.precision = precision
+        self.performance = performance
+        self.requests = max(0, requests)
+        self._model = self._read(self.xml)
+        self.input_name = self._model.input(0).get_any_name()
+        self.fixed_size = self._static_size(self._model)
+        self._compiled: OrderedDict[tuple[int, int], _Compiled] = OrderedDict()
+        self._lock = threading.Lock()
+        self._check_device()
+
+    # --- loading ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _read(xml: Path) -> ov.Model:
+        if not xml.is_file():
+            raise ModelError(f"{xml}: no such IR file")
+        if not xml.with_suffix(".bin").is_file():
+            raise ModelError(f"{xml}: its weights file {xml.with_suffix('.bin').name} is missing")
+        try:
+            model = core().read_model(xml)
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long texts
+            raise ModelError(f"{xml}: cannot read the IR: {_first_line(exc)}") from None
+        if len(model.inputs) != 1 or len(model.outputs) < 1:
+            raise ModelError(
+                f"{xml}: expected one image input and a matte output, found "
+                f"{len(model.inputs)} inputs and {len(model.outputs)} outputs"
+            )
+        shape = model.input(0).get_partial_shape()
+        if shape.rank.is_dynamic or shape.rank.get_length() != 4 or str(shape[1]) != "3":
+            raise ModelError(
+                f"{xml}: expected an N x 3 x H x W image input, found {shape}; is this a MODNet IR?"
+            )
+        return model
+
+    @staticmethod
+    def _static_size(model: ov.Model) -> tuple[int, int] | None:
+        shape = model.input(0).get_partial_shape()
+        if shape[2].is_static and shape[3].is_static:
+            return shape[2].get_length(), shape[3].get_length()
+        return None
+
+    def _check_device(self) -> None:
+        available = core().available_devices
+        base = self.device.split(":", 1)[0].split(".", 1)[0]
+        if base in ("AUTO", "MULTI", "HETERO", "BATCH"):
+            return
+        if self.device not in available and base not in available:
+            raise ModelError(
+                f"device {self.device!r} is not available here (available: {', '.join(available)})"
+            )
+
+    def config(self) -> dict[str, Any]:
+        """The compile-time properties: explicit inference precision and performance hint."""
+        return {
+            "INFERENCE_PRECISION_HINT": self.precision,
+            "PERFORMANCE_HINT": self.performance.upper(),
+        }
+
+    # --- compilation -----------------------------------------------------------------------
+
+    def _compiled_for(self, size: tuple[int, int]) -> _Compiled:
+        with self._lock:
+            entry = self._compiled.get(size)
+            if entry is not None:
+                self._compiled.move_to_end(size)
+                return entry
+            height, width = size
+            if height % 32 or width % 32:
+                raise ModelError(f"input size {width}x{height} is not a multiple of 32")
+            try:
+                if self._static_size(self._model) != size:
+                    self._model.reshape({self.input_name: ov.PartialShape([1, 3, height, width])})
+                compiled = core().compile_model(self._model, self.device, self.config())
+            except ToolkitError:
+                raise
+            except Exception as exc:
+                raise ModelError(
+                    f"cannot compile {self.xml.name} for {width}x{height} on {self.device}: "
+                    f"{_first_line(exc)}"
+                ) from None
+            entry = _Compiled(compiled, self.requests)
+            self._compiled[size] = entry
+            while len(self._compiled) > COMPILED_CACHE_SIZE:
+                _, old = self._compiled.popitem(last=False)
+                if old._queue is not None:
+                    old._queue.wait_all()
+            return entry
+
+    def compiled(self, size: tuple[int, int]) -> ov.CompiledModel:
+        """The compiled network for input size (H, W), compiling on first use."""
+        return self._compiled_for(size).model
+
+    def optimal_requests(self, size: tuple[int, int]) -> int:
+        """How many requests the async pool for ``size`` holds."""
+        return len(self._compiled_for(size).queue())
+
+    # --- inference -------------------------------------------------------------------------
+
+    def infer(self, tensor: F32Array) -> F32Array:
+        """Run one 1 x 3 x H x W tensor synchronously; return the 1 x 1 x H x W matte (a copy)."""
+        size = (int(tensor.shape[2]), int(tensor.shape[3]))
+        entry = self._compiled_for(size)
+        with entry.lock:
+            request = entry.sync_request()
+            request.infer({0: tensor})
+            return np.array(request.get_output_tensor(0).data, dtype=np.float32)
+
+    def run_ordered(self, items: Iterable[tuple[K, F32Array]]) -> Iterator[tuple[K, F32Array]]:
+        """Infer a stream of (key, tensor) asynchronously; yield (key, matte) in input order.
+
+        Up to the pool size of requests run at once (per input size). Results that finish out
+        of order wait until the ones before them are yielded, so callers can write video
+        frames straight away. The input iterable is consumed lazily: the caller's decoding of
+        the next frame overlaps with inference of the previous ones. One stream at a time per
+        model (the request pools' callbacks belong to the running stream).
+        """
+        done: dict[int, F32Array | BaseException] = {}
+        cond = threading.Condition()
+
+        def on_done(request: ov.InferRequest, seq: int) -> None:
+            try:
+                result: F32Array | BaseException = np.array(
+                    request.get_output_tensor(0).data, dtype=np.float32
+                )
+            except BaseException as exc:  # handed to the consumer, never lost in a C++ thread
+                result = exc
+            with cond:
+                done[seq] = result
+                cond.notify_all()
+
+        keys: dict[int, K] = {}
+        queues: list[ov.AsyncInferQueue] = []
+        next_out = 0
+
+        def ready() -> Iterator[tuple[K, F32Array]]:
+            nonlocal next_out
+            while True:
+                with cond:
+                    if next_out not in done:
+                        return
+                    result = done.pop(next_out)
+                key = keys.pop(next_out)
+                next_out += 1
+                if isinstance(result, BaseException):
+                    raise ModelError(f"inference failed: {_first_line(result)}")
+                yield key, result
+
+        submitted = 0
+        try:
+            for key, tensor in items:
+                entry = self._compiled_for((int(tensor.shape[2]), int(tensor.shape[3])))
+                queue = entry.queue()
+                if queue not in queues:
+                    queue.set_callback(on_done)
+                    queues.append(queue)
+                keys[submitted] = key
+                queue.start_async({0: tensor}, submitted)  # blocks while every request is busy
+                submitted += 1
+                yield from ready()
+            while next_out < submitted:
+                with cond:
+                    cond.wait_for(lambda: next_out in done)
+                yield from ready()
+        finally:
+            for queue in queues:
+                queue.wait_all()
