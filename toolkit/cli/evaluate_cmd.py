@@ -146,7 +146,10 @@ def _print_table(evaluation: Evaluation, device: str) -> None:
             _fmt(v.drift_mean),
             str(v.drift_max),
         )
-    Console(width=200, soft_wrap=True).print(table)
+    console = Console()
+    if not console.is_terminal:  # piped to a file: keep each row on one line, not 80 columns
+        console = Console(width=200)
+    console.print(table)
     typer.echo(
         "(0..255 units; std over images is the population std, as OMZ's accuracy checker; "
         "matte |d|: per-pixel difference of the 8-bit mattes from the first row's)"
