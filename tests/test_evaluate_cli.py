@@ -250,6 +250,10 @@ def test_usage_errors_exit_2(run_cli: RunCli, clean_dataset: Path, const_ir: Pat
     assert proc.returncode == 2 and "f32, bf16" in proc.stderr
     proc = run_cli("evaluate", "--images", clean_dataset, "--model", const_ir, "--limit", "0")
     assert proc.returncode == 2
+    proc = run_cli("evaluate", "--images", clean_dataset, "--precision", "FP8")
+    assert proc.returncode == 2 and "unknown precision 'FP8'" in proc.stderr
+    proc = run_cli("evaluate", "--images", clean_dataset, "--name", "../x")
+    assert proc.returncode == 2 and "not a path" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -43,7 +43,7 @@ def _ir_choices(
     compare: bool,
 ) -> list[tuple[str, Path]]:
     """The IRs to run, as (label, xml): explicit files, else ``<root>/public/<name>/<PREC>/``."""
-    from toolkit.config import DEFAULT_MODEL
+    from toolkit.config import DEFAULT_MODEL, KNOWN_PRECISIONS
     from toolkit.paths import ir_xml, model_dir
 
     if models and (name is not None or precisions):
@@ -51,6 +51,13 @@ def _ir_choices(
     if models:
         return [(str(m), m) for m in models]
     model_name = name or DEFAULT_MODEL
+    if "/" in model_name or "\\" in model_name or model_name in (".", ".."):
+        raise UsageError(f"--name takes a model name, not a path: {model_name!r} (use --model)")
+    unknown = [p for p in precisions if p not in KNOWN_PRECISIONS]
+    if unknown:
+        raise UsageError(
+            f"unknown precision {unknown[0]!r}: use one of {', '.join(sorted(KNOWN_PRECISIONS))}"
+        )
     if precisions:
         chosen = precisions
     elif compare:
