@@ -16,7 +16,7 @@ import pytest
 
 from toolkit.paths import sample_image
 
-pytest_plugins: list[str] = ["tests.fixtures_evaluate", "tests.fixtures_http"]
+pytest_plugins: list[str] = ["tests.fixtures_evaluate", "tests.fixtures_http", "tests.fixtures_convert"]
 
 REPO = Path(__file__).resolve().parent.parent
 
