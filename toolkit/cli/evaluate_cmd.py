@@ -166,24 +166,33 @@ def _print_table(evaluation: Evaluation, device: str) -> None:
 @app.command("evaluate")
 def evaluate(
     images: Annotated[
-        Path, typer.Option("--images", help="Folder of *.jpg images (HumanMatting layout).")
+        Path,
+        typer.Option(
+            "--images", metavar="DIR", help="Folder of *.jpg images (HumanMatting layout)."
+        ),
     ],
     mattes: Annotated[
         Path | None,
         typer.Option(
             "--mattes",
+            metavar="DIR",
             help="Folder of NAME.png ground-truth mattes (alpha channel, or single-channel); "
             "default: the --images folder.",
         ),
     ] = None,
     model: Annotated[
         list[Path] | None,
-        typer.Option("--model", help="An IR .xml to evaluate (repeatable: compared in a table)."),
+        typer.Option(
+            "--model",
+            metavar="XML",
+            help="An IR .xml to evaluate (repeatable: compared in a table).",
+        ),
     ] = None,
     name: Annotated[
         str | None,
         typer.Option(
             "--name",
+            metavar="NAME",
             help="Model whose converted IR to use (default modnet-webcam-portrait-matting).",
         ),
     ] = None,
@@ -191,16 +200,19 @@ def evaluate(
         list[str] | None,
         typer.Option(
             "--precision",
+            metavar="PREC",
             help="IR precision folder under the output dir: FP32 (default), FP16, FP16-INT8... "
             "(repeatable).",
         ),
     ] = None,
     output_dir: OutputDir = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="Evaluate only the first N images.")
+        int | None,
+        typer.Option("--limit", metavar="N", min=1, help="Evaluate only the first N images."),
     ] = None,
     json_file: Annotated[
-        Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")
+        Path | None,
+        typer.Option("--json", metavar="FILE", help="Also write the figures to this JSON file."),
     ] = None,
     compare: Annotated[
         bool,
@@ -214,10 +226,13 @@ def evaluate(
         list[str] | None,
         typer.Option(
             "--inference-precision",
+            metavar="f32|bf16",
             help="OpenVINO INFERENCE_PRECISION_HINT: f32 (default) or bf16 (repeatable).",
         ),
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="OpenVINO device.")] = "CPU",
+    device: Annotated[
+        str, typer.Option("--device", metavar="DEVICE", help="OpenVINO device.")
+    ] = "CPU",
 ) -> None:
     """Measure MAD / MSE on a matting dataset exactly as Open Model Zoo's accuracy check does.
 
