@@ -16,7 +16,12 @@ import pytest
 
 from toolkit.paths import sample_image
 
-pytest_plugins: list[str] = ["tests.fixtures_evaluate", "tests.fixtures_http", "tests.fixtures_convert"]
+pytest_plugins: list[str] = [
+    "tests.fixtures_evaluate",
+    "tests.fixtures_http",
+    "tests.fixtures_convert",
+    "tests.fixtures_infer",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 
