@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import itertools
 import os
 import re
 import socket
@@ -143,7 +144,7 @@ class FileServer:
     def redirect_chain(self, path: str, target: str, hops: int) -> str:
         """``path`` -> ``path/1`` -> ... -> ``target`` (``hops`` redirects in all)."""
         steps = [path] + [f"{path}/{i}" for i in range(1, hops)] + [target]
-        for here, there in zip(steps, steps[1:], strict=False):
+        for here, there in itertools.pairwise(steps):
             self.routes[here] = Served(b"", faults=[Fault("redirect", times=-1, target=there)])
         return self.url + path
 

@@ -205,7 +205,7 @@ class FileJob:
             except SourceError as exc:
                 reasons.append(f"{source.label}: {exc}")
                 if index + 1 < len(sources):
-                    self._note(f"{source.label} failed ({exc}); trying the next source")
+                    self._note(f"{source.label} failed: {exc}; trying the next source")
                 continue
             _publish(partial, dest)
             self._cache_put(dest, only_if_missing=False)
@@ -296,7 +296,7 @@ class FileJob:
             _unlink(partial)
             if own:
                 raise SourceFailedError(
-                    f"wrong sha384: the bytes are not the expected file ({size} bytes)"
+                    f"wrong sha384: the {size} bytes received are not the expected file"
                 )
             own = True
             self._note("the continued file did not match its sha384; starting again from byte 0")

@@ -231,8 +231,8 @@ def _body(response: requests.Response, first: bytes, rest: Iterator[bytes]) -> B
     return Body(response=response, start=start, total=total, chunks=chunks)
 
 
-def _html_error(page: bytes, where: str) -> HtmlPageError:
-    return HtmlPageError(f"{where} sent an HTML page instead of the file ({describe_html(page)})")
+def _html_error(page: bytes) -> HtmlPageError:
+    return HtmlPageError(f"an HTML page instead of the file ({describe_html(page)})")
 
 
 @dataclass(frozen=True)
@@ -252,7 +252,7 @@ class UrlSource:
         response = _get(session, self.url, offset, timeouts)
         first, rest = _peek(response, chunk_size)
         if looks_like_html(first, response.headers.get("Content-Type")):
-            raise _html_error(_read_page(first, rest, response), "the server")
+            raise _html_error(_read_page(first, rest, response))
         return _body(response, first, rest)
 
 
@@ -295,7 +295,7 @@ class DriveSource:
         else:
             form = drive_confirm_form(page)
             if form is None:
-                raise _html_error(page, "Google Drive")
+                raise _html_error(page)
             action = urljoin(response.url, form.action or response.url)
             host = (urlsplit(action).hostname or "").lower()
             allowed = DRIVE_FORM_HOSTS | {(urlsplit(base).hostname or "").lower()}
@@ -308,7 +308,7 @@ class DriveSource:
         if looks_like_html(first, follow.headers.get("Content-Type")):
             page = _read_page(first, rest, follow)
             detail = describe_html(page)
-            raise HtmlPageError(f"Google Drive sent an HTML page after the confirmation ({detail})")
+            raise HtmlPageError(f"an HTML page after the download confirmation ({detail})")
         return _body(follow, first, rest)
 
 
