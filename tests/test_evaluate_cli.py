@@ -213,6 +213,13 @@ def test_bad_inputs_are_one_line_errors(
     (tmp_path / "junk.bin").write_bytes(b"")
     proc = run_cli("evaluate", "--images", clean_dataset, "--model", tmp_path / "junk.xml")
     assert_one_line_error(proc, "junk.xml", "cannot read")
+    (tmp_path / "taken").mkdir()
+    proc = run_cli(
+        "evaluate", "--images", clean_dataset, "--model", const_ir, "--json", tmp_path / "taken"
+    )
+    assert_one_line_error(proc, "cannot write", "taken")
+    assert "MAD     mean 77.500000" in proc.stdout  # the figures were still printed
+    assert list((tmp_path / "taken").iterdir()) == [] and len(list(tmp_path.glob(".*part"))) == 0
 
 
 def test_ir_with_another_input_size_is_refused(

@@ -270,8 +270,11 @@ def evaluate(
         for entry, v in zip(doc["variants"], variants, strict=True):
             entry["xml"] = str(v.xml)
             entry["inference_precision"] = v.inference_precision
-        with atomic_path(json_file) as tmp:
-            tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        try:
+            with atomic_path(json_file) as tmp:
+                tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise ToolkitError(f"cannot write {json_file}: {exc.strerror or exc}") from exc
         typer.echo(f"wrote {json_file}")
     if evaluation.skipped:
         raise typer.Exit(1)
