@@ -196,7 +196,7 @@ def _first(exc: BaseException) -> str:
 
 
 def _join(values: tuple[float, ...] | None) -> str:
-    return " ".join(f"{v:g}" for v in values) if values else ""
+    return " ".join(repr(v) for v in values) if values else ""
 
 
 def annotate(

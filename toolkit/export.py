@@ -104,57 +104,63 @@ def format_input_shape(shape: InputShape) -> str:
 # --- the real ``onnx`` package, even when a folder named ``onnx`` shadows it -----------------
 
 
-def _is_real_onnx(module: ModuleType) -> bool:
-    return all(hasattr(module, attr) for attr in ("ModelProto", "checker", "load", "__version__"))
+def _is_real_onnx(module: ModuleType | None) -> bool:
+    return module is not None and all(
+        hasattr(module, attr) for attr in ("ModelProto", "checker", "load", "__version__")
+    )
 
 
-def _shadowing_entries(module: ModuleType) -> list[str]:
-    """The sys.path entries that hold the impostor ``onnx`` (a plain folder or module)."""
-    locations = [str(Path(p).resolve()) for p in getattr(module, "__path__", []) or []]
-    if getattr(module, "__file__", None):
-        locations.append(str(Path(str(module.__file__)).resolve().parent))
+def _impostors() -> list[str]:
+    """sys.path entries holding an ``onnx`` folder or module that is not the onnx package."""
     bad = []
     for entry in sys.path:
-        base = Path(entry or ".").resolve()
-        if any(loc in (str(base / "onnx"), str(base)) for loc in locations):
+        base = Path(entry or ".")
+        folder = base / "onnx"
+        if (base / "onnx.py").is_file() or (
+            folder.is_dir() and not (folder / "checker.py").is_file()
+        ):
             bad.append(entry)
     return bad
 
 
+def _try_import() -> tuple[ModuleType | None, str | None]:
+    try:
+        return importlib.import_module("onnx"), None
+    except Exception as exc:  # an impostor's __init__ may raise anything
+        return None, f"{type(exc).__name__}: {exc}"
+
+
 def import_onnx() -> ModuleType:
-    """Import the real ``onnx`` package.
+    """Import the real ``onnx`` package, never a folder that happens to be named ``onnx``.
 
     MODNet's own repository has a top-level ``onnx/`` folder; run from there, ``import onnx``
-    finds that folder (sys.path starts with the working directory) and the export fails in a
-    baffling way. Here the impostor is recognised, the entries holding it are skipped, and the
-    real package is imported; if there is none, the error says which folder is in the way.
+    would find that folder first (sys.path starts with the working directory), run its code and
+    fail in a baffling way. So the sys.path entries holding such an impostor are skipped
+    *before* importing (nothing in it is executed); if no real package is left, the error says
+    which folder is in the way.
     """
-    try:
-        module = importlib.import_module("onnx")
-    except ImportError as exc:
-        raise ToolkitError(
-            f"cannot import the 'onnx' package ({exc}): pip install 'modnet-tools[convert]'"
-        ) from None
-    if _is_real_onnx(module):
-        return module
-    bad = _shadowing_entries(module)
-    where = getattr(module, "__file__", None) or list(getattr(module, "__path__", []) or [])
+    cached = sys.modules.get("onnx")
+    if _is_real_onnx(cached):
+        assert cached is not None
+        return cached
     for name in [m for m in sys.modules if m == "onnx" or m.startswith("onnx.")]:
         del sys.modules[name]
+    bad = _impostors()
     saved = list(sys.path)
     sys.path[:] = [p for p in sys.path if p not in bad]
     try:
-        module = importlib.import_module("onnx")
-    except ImportError:
-        module = None  # type: ignore[assignment]
+        module, why = _try_import()
     finally:
         sys.path[:] = saved
-    if module is None or not _is_real_onnx(module):
-        raise ToolkitError(
-            f"'import onnx' finds {where}, not the onnx package; run from another folder "
-            "or install it: pip install 'modnet-tools[convert]'"
-        )
-    return module
+    if _is_real_onnx(module):
+        assert module is not None
+        return module
+    if bad:
+        where = ", ".join(str(Path(p or ".").resolve() / "onnx") for p in bad)
+        why = f"a folder {where} is in the way and no real onnx package is installed"
+    raise ToolkitError(
+        f"cannot import the onnx package ({why}); pip install 'modnet-tools[convert]'"
+    )
 
 
 # --- export ---------------------------------------------------------------------------------
@@ -288,13 +294,13 @@ def export_model(
     example = torch.zeros(shape or DEFAULT_INPUT_SHAPE, dtype=torch.float32)
     dest = Path(onnx_path)
     model = model.eval()
+    import_onnx()  # before torch.onnx imports it: a shadowing ``onnx`` folder must never load
     with atomic_path(dest) as tmp:
         try:
             with _quiet():
                 if exporter == "legacy":
                     _export_legacy(model, example, tmp, dynamic, opset)
                 else:
-                    import_onnx()  # the dynamo exporter imports onnx itself: fix shadowing first
                     _export_dynamo(model, example, tmp, dynamic)
         except ToolkitError:
             raise

@@ -103,7 +103,7 @@ class ModelOptimizerArgs:
 
 
 def _fmt(values: tuple[float, ...]) -> str:
-    return "[" + ", ".join(f"{v:g}" for v in values) + "]"
+    return "[" + ", ".join(repr(v) for v in values) + "]"
 
 
 def _split_flag(arg: str) -> tuple[str, str | None]:
