@@ -15,7 +15,10 @@ import html
 import itertools
 import os
 import re
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 import uuid
@@ -112,7 +115,7 @@ class DriveFile:
 class FileServer:
     """The state behind the handler: routes, Drive files, the request log."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.routes: dict[str, Served] = {}
         self.drive: dict[str, DriveFile] = {}
         self.log: list[Record] = []
@@ -121,9 +124,13 @@ class FileServer:
         self.stalled = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
         self.port = self._httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def start(self) -> FileServer:
         self._thread.start()
@@ -345,6 +352,32 @@ def _make_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
 def http_server() -> Iterator[FileServer]:
     """A fresh fault-injecting file server on 127.0.0.1 (stopped after the test)."""
     server = FileServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def self_signed_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made with the openssl command."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def https_server(self_signed_cert: tuple[Path, Path]) -> Iterator[FileServer]:
+    """The same file server behind TLS with a certificate no system bundle trusts."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*self_signed_cert)
+    server = FileServer(tls=context).start()
     yield server
     server.stop()
 

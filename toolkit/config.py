@@ -63,7 +63,8 @@ def _check_url(value: str) -> str:
     return value
 
 
-Source = HttpSource | GoogleDriveSource
+# Tagged by ``$type`` so that a bad source is reported against its own kind's fields.
+Source = Annotated[HttpSource | GoogleDriveSource, Field(discriminator="type")]
 
 
 def _coerce_source(value: Any) -> Any:
