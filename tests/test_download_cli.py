@@ -465,3 +465,11 @@ def test_proxy_comes_from_the_environment(http_server: FileServer, run_cli: RunC
     [request] = http_server.log
     assert request.absolute  # the proxy received an absolute-form request
     assert request.headers["host"] == "modnet-tools-proxy-test.invalid"
+
+
+def test_unwritable_output_is_one_line_error(http_server: FileServer, served_model, run_cli: RunCli, tmp_path: Path) -> None:  # fmt: skip
+    model = served_model()
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "public").write_text("a file where a folder should be")
+    proc = dl(run_cli, model, tmp_path / "o", server=http_server)
+    assert_one_line_error(proc, "cannot write", "public")

@@ -277,3 +277,12 @@ def test_json_reporter_writes_only_events_and_errors_to_stderr() -> None:
         "model_download_end",
     ]
     assert err.getvalue() == "error: m: f: boom\n"
+
+
+def test_a_file_that_is_an_html_page_is_not_rejected(http_server: FileServer, tmp_path: Path) -> None:  # fmt: skip
+    page = b"<!DOCTYPE html><html><title>model card</title></html>"
+    url = http_server.add("/card.html", page, content_type="text/html")
+    model = write_model(tmp_path / "m", "with-card", [(FileSpec("docs/card.html", page), [url])])
+    result = fetch_model(config_of(model), tmp_path / "o", DownloadOptions(settings=FAST))
+    assert result.ok, result.files[0].error
+    assert model.path_in(tmp_path / "o").read_bytes() == page

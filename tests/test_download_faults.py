@@ -221,7 +221,7 @@ DRIVE_CASES = {
     "quota page after the confirmation": DriveCase(
         "form_then_quota",
         ok=False,
-        needles=("after the confirmation", "quota is exceeded"),
+        needles=("after the download confirmation", "quota is exceeded"),
         hits=["/uc", "/download"],
     ),
 }

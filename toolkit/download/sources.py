@@ -241,6 +241,8 @@ class UrlSource:
 
     url: str
     name: str = ""
+    #: The expected file is itself a web page, so HTML is not a sign of a wrong answer.
+    html_expected: bool = False
 
     @property
     def label(self) -> str:
@@ -251,7 +253,7 @@ class UrlSource:
     ) -> Body:
         response = _get(session, self.url, offset, timeouts)
         first, rest = _peek(response, chunk_size)
-        if looks_like_html(first, response.headers.get("Content-Type")):
+        if not self.html_expected and looks_like_html(first, response.headers.get("Content-Type")):
             raise _html_error(_read_page(first, rest, response))
         return _body(response, first, rest)
 
@@ -322,18 +324,15 @@ def file_sources(
 ) -> list[FileSource]:
     """The sources to try, in order: the mirror first, then (unless offline) the config's."""
     found: list[FileSource] = []
+    html = model_file.name.lower().endswith((".html", ".htm"))
     if mirror:
-        found.append(
-            UrlSource(
-                mirror_url(mirror, model_name, model_file.name),
-                name=f"mirror {mirror_url(mirror, model_name, model_file.name)}",
-            )
-        )
+        url = mirror_url(mirror, model_name, model_file.name)
+        found.append(UrlSource(url, name=f"mirror {url}", html_expected=html))
     if offline:
         return found
     for src in model_file.sources:
         if isinstance(src, HttpSource):
-            found.append(UrlSource(src.url))
+            found.append(UrlSource(src.url, html_expected=html))
         elif isinstance(src, GoogleDriveSource):
             found.append(DriveSource(src.id))
     return found
