@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from toolkit.fsutil import atomic_path
-from toolkit.images import InputError
+from toolkit.images import MIN_SIDE, InputError
 
 U8Image = npt.NDArray[np.uint8]
 
@@ -72,6 +72,12 @@ class VideoReader:
             raise InputError(f"{self.label}: no frame could be read (empty or corrupt video)")
         self._first: U8Image | None = self._to_bgr(first)
         self.height, self.width = self._first.shape[:2]
+        if min(self.height, self.width) < MIN_SIDE:
+            self._cap.release()
+            raise InputError(
+                f"{self.label}: frames are too small ({self.width}x{self.height}); each side "
+                f"needs at least {MIN_SIDE} pixels"
+            )
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if math.isfinite(fps) and 0.5 <= fps <= 1000 else DEFAULT_FPS
         count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)

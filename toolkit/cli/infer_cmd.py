@@ -1,5 +1,365 @@
-"""``infer: matting on images, folders, video and cameras``."""
+"""``infer``: matting on images, folders, globs, video files and cameras.
+
+Thin wrapper: options are parsed here; the work is :class:`toolkit.session.MattingSession`
+(the Python API) driven by :func:`toolkit.infer.run_infer`. Nothing imported here imports
+torch; ``--verify`` imports :mod:`toolkit.verify` (which needs torch) only when asked.
+
+Where things are: ``-o/--output-dir`` is where the results go (as in the design's command
+contract), so the converted model is looked up under ``--model-root`` (the folder ``convert``
+wrote its ``public/<name>/<PREC>/`` tree into; default ``$MODNET_TOOLS_HOME``, else ``./cache``)
+unless ``--model`` names the IR directly.
+"""
 
 from __future__ import annotations
 
-from toolkit.cli.app import app  # noqa: F401
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from toolkit.cli.app import app
+from toolkit.errors import ToolkitError, UsageError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from toolkit.infer import InferSummary, ItemResult
+    from toolkit.session import MattingSession
+
+
+class _CliReporter:
+    """Progress bar with frames/s on stderr (only on a terminal), one stdout line per input
+    written, one ``error:`` line on stderr per input that failed."""
+
+    def __init__(self, show_progress: bool) -> None:
+        self._show = show_progress
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self.failures: list[str] = []
+
+    def start(self, total_frames: int | None) -> None:
+        if not self._show:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("matting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("frames"),
+            TextColumn("{task.fields[fps]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("matting", total=total_frames, fps="")
+
+    def advance(self, frames: int = 1) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.advance(self._task, frames)
+            task = self._progress.tasks[0]
+            speed = task.finished_speed or task.speed
+            if speed:
+                self._progress.update(self._task, fps=f"{speed:.1f} frames/s")
+
+    def item_done(self, result: ItemResult) -> None:
+        if result.ok:
+            written = ", ".join(str(p) for p in result.outputs)
+            line = f"{result.label} -> {written}"
+            if self._progress is not None:
+                self._progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+            else:
+                typer.echo(line)
+        else:
+            message = result.error or "failed"
+            self.failures.append(message)
+            if self._progress is not None:
+                self._progress.stop()  # keep the error line on its own, visible line
+                typer.echo(f"error: {message}", err=True)
+                self._progress.start()
+            else:
+                typer.echo(f"error: {message}", err=True)
+
+    def finish(self, summary: InferSummary) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _resolve_model(
+    model: Path | None, name: str, precision: str | None, model_root: Path | None
+) -> Path:
+    from toolkit.paths import default_root
+    from toolkit.session import ModelNotFoundError, find_ir
+
+    if model is not None:
+        if model.is_dir():
+            raise UsageError(f"--model {model}: expected the IR's .xml file, not a folder")
+        if not model.is_file():
+            raise ModelNotFoundError(
+                f"--model {model}: no such file (run `modnet-tools download` and "
+                "`modnet-tools convert` first, or pass the path of an existing .xml)"
+            )
+        return model
+    return find_ir(model_root if model_root is not None else default_root(), name, precision)
+
+
+def _verify(
+    session: MattingSession,
+    inputs: list[str],
+    name: str,
+    checkpoint: Path | None,
+    download_dir: Path | None,
+    onnx: Path | None,
+    max_pixels: int,
+) -> None:
+    """``--verify``: PyTorch, ONNX Runtime and the IR on the first image input; exit 1 on a
+    disagreement. Imports torch (through toolkit.verify) only here."""
+    from toolkit.errors import require
+
+    require("torch", "verify")
+    from rich.console import Console
+
+    from toolkit.images import expand_inputs, load_image
+    from toolkit.paths import default_root, model_dir
+    from toolkit.verify import verify_ir
+
+    root = download_dir if download_dir is not None else default_root()
+    if checkpoint is None:
+        checkpoint = _checkpoint_path(root, name)
+    if not checkpoint.is_file():
+        raise ToolkitError(
+            f"--verify needs the PyTorch checkpoint; none at {checkpoint} "
+            "(run `modnet-tools download` first, or pass --checkpoint)"
+        )
+    if onnx is None:
+        guess = session.xml.parent.parent / f"{session.xml.stem.replace('-', '_')}.onnx"
+        fallback = model_dir(root, name) / f"{name.replace('-', '_')}.onnx"
+        onnx = next((p for p in (guess, fallback) if p.is_file()), None)
+    images = [i for i in expand_inputs(inputs) if i.kind == "image" and i.path is not None]
+    if not images:
+        raise UsageError("--verify needs at least one image input")
+    assert images[0].path is not None
+    image = load_image(images[0].path, max_pixels=max_pixels)
+    report = verify_ir(checkpoint, session.xml, image, onnx_path=onnx, device=session.model.device)
+    Console(width=120).print(f"verification on {images[0].path}:")
+    Console(width=120).print(report.table())
+    report.raise_for_failures()
+
+
+def _checkpoint_path(root: Path, name: str) -> Path:
+    from toolkit.config import discover
+    from toolkit.paths import model_dir
+
+    config = discover().get(name)
+    if config is not None:
+        return model_dir(root, name) / config.checkpoint_file.name
+    return model_dir(root, name) / f"{name.replace('-', '_')}.ckpt"
+
+
+@app.command("infer")
+def infer(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Images, folders, globs ('photos/*.jpg'), video files, or a camera index (0).",
+            show_default=False,
+        ),
+    ],
+    output_dir: Annotated[
+        Path,
+        typer.Option("--output-dir", "-o", help="Where the results are written."),
+    ] = Path("."),
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", help="The IR .xml to run (default: the converted model)."),
+    ] = None,
+    name: Annotated[
+        str,
+        typer.Option("--name", help="Model whose converted IR to use (with --model-root)."),
+    ] = "modnet-webcam-portrait-matting",
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            "--precision", help="Which converted IR: FP32 or FP16 (default: FP32, else FP16)."
+        ),
+    ] = None,
+    model_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--model-root",
+            help="Where `convert` wrote public/<name>/<PREC>/ (its -o; default "
+            "$MODNET_TOOLS_HOME, else ./cache).",
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="OpenVINO device.")] = "CPU",
+    inference_precision: Annotated[
+        str,
+        typer.Option(
+            "--inference-precision",
+            help="f32 (exact, default), bf16 (about 2x faster on CPUs with bf16, mattes differ "
+            "slightly) or f16.",
+        ),
+    ] = "f32",
+    resize: Annotated[
+        str,
+        typer.Option(
+            "--resize",
+            help="stretch: to the IR's input size, as OMZ's demo does; keep-aspect: the "
+            "authors' rule (short side 512, multiples of 32; the IR is reshaped).",
+        ),
+    ] = "stretch",
+    background: Annotated[
+        str | None,
+        typer.Option(
+            "--background",
+            "-b",
+            help="Also write a composite over: a colour (#RRGGBB, R,G,B, bgr:B,G,R, omz, "
+            "green, white...), blur:K (the frame box-blurred, K x K), or an image file.",
+        ),
+    ] = None,
+    side_by_side: Annotated[
+        bool,
+        typer.Option(
+            "--side-by-side",
+            help="Also write <stem>_side.<ext>: the input next to the composite (or the matte).",
+        ),
+    ] = False,
+    no_rgba: Annotated[
+        bool, typer.Option("--no-rgba", help="Do not write the <stem>_rgba.png cut-outs.")
+    ] = False,
+    ofd: Annotated[
+        bool,
+        typer.Option("--ofd", help="Video: one-frame-delay smoothing against flicker (paper)."),
+    ] = False,
+    ofd_tolerance: Annotated[
+        float,
+        typer.Option("--ofd-tolerance", help="Alpha difference OFD treats as 'the same'."),
+    ] = 0.1,
+    max_frames: Annotated[
+        int | None,
+        typer.Option(
+            "--max-frames", min=1, help="Stop each video or camera after this many frames."
+        ),
+    ] = None,
+    max_pixels: Annotated[
+        int,
+        typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this."),
+    ] = 70_000_000,
+    jobs: Annotated[
+        int,
+        typer.Option("--jobs", "-j", min=1, max=64, help="Threads encoding and writing results."),
+    ] = 2,
+    requests: Annotated[
+        int,
+        typer.Option(
+            "--requests",
+            min=0,
+            max=64,
+            help="Asynchronous inference requests in flight (0: OpenVINO's optimum).",
+        ),
+    ] = 0,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="First compare the IR with ONNX Runtime and PyTorch on the first image "
+            "(needs torch and the checkpoint); exit 1 if the IR is out of tolerance.",
+        ),
+    ] = False,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint", help="--verify: the PyTorch checkpoint (default: downloaded)."
+        ),
+    ] = None,
+    download_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--download-dir",
+            "-d",
+            help="--verify: where `download` put the checkpoint (default $MODNET_TOOLS_HOME, "
+            "else ./cache).",
+        ),
+    ] = None,
+    onnx: Annotated[
+        Path | None,
+        typer.Option("--onnx", help="--verify: the exported ONNX (default: convert's)."),
+    ] = None,
+) -> None:
+    """Cut out people: writes <stem>_alpha.png (8-bit matte at the input's size) and
+    <stem>_rgba.png per image, <stem>_composite.<ext> with --background; for a video,
+    <stem>_alpha.<ext> (and the composite) with the same frames and size."""
+    import cv2
+    from PIL import Image
+
+    from toolkit.images import expand_inputs, load_image
+    from toolkit.infer import InferOptions, run_infer
+    from toolkit.matting import parse_background, parse_resize
+    from toolkit.runtime import parse_precision
+    from toolkit.session import MattingSession
+
+    mode = parse_resize(resize)
+    hint = parse_precision(inference_precision)
+    if not 0.0 < ofd_tolerance < 1.0:
+        raise UsageError(f"--ofd-tolerance must be between 0 and 1, not {ofd_tolerance}")
+    # Our --max-pixels replaces Pillow's own bomb guard (which would warn or refuse first),
+    # and OpenCV's warnings ("can't open camera by index") would duplicate our one-line errors.
+    Image.MAX_IMAGE_PIXELS = None
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    bg = (
+        parse_background(background, lambda p: load_image(p, max_pixels=max_pixels))
+        if background is not None
+        else None
+    )
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"--output-dir {output_dir}: exists and is not a folder")
+
+    items = expand_inputs(inputs)
+    many = len(items) > 1 or any(i.kind in ("video", "camera") for i in items)
+    xml = _resolve_model(model, name, precision, model_root)
+    session = MattingSession.from_xml(
+        xml,
+        device=device,
+        precision=hint,
+        resize=mode,
+        performance="throughput" if many else "latency",
+        requests=requests,
+    )
+    if verify:
+        _verify(session, inputs, name, checkpoint, download_dir, onnx, max_pixels)
+
+    options = InferOptions(
+        output_dir=output_dir,
+        background=bg,
+        side_by_side=side_by_side,
+        rgba=not no_rgba,
+        ofd=ofd,
+        ofd_tolerance=ofd_tolerance,
+        max_pixels=max_pixels,
+        max_frames=max_frames,
+        jobs=jobs,
+    )
+    reporter = _CliReporter(show_progress=sys.stderr.isatty())
+    summary = run_infer(session, items, options, reporter)
+    failed = summary.failed
+    if len(summary.results) == 1 and failed:
+        raise typer.Exit(1)  # its one error line is already printed
+    seconds = max(summary.seconds, 1e-9)
+    typer.echo(
+        f"{summary.frames} frames from {len(summary.results)} inputs in {seconds:.1f} s "
+        f"({summary.frames / seconds:.2f} frames/s) -> {output_dir}",
+        err=True,
+    )
+    if failed:
+        raise ToolkitError(f"{len(failed)} of {len(summary.results)} inputs failed")
