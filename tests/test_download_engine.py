@@ -286,3 +286,16 @@ def test_a_file_that_is_an_html_page_is_not_rejected(http_server: FileServer, tm
     result = fetch_model(config_of(model), tmp_path / "o", DownloadOptions(settings=FAST))
     assert result.ok, result.files[0].error
     assert model.path_in(tmp_path / "o").read_bytes() == page
+
+
+def test_force_that_fails_keeps_the_verified_file(http_server: FileServer, served_model, tmp_path: Path) -> None:  # fmt: skip
+    model = served_model()
+    config = config_of(model)
+    assert fetch_model(config, tmp_path / "o", DownloadOptions(settings=FAST)).ok
+    http_server.routes[f"/files/{model.name}.ckpt"].faults.append(
+        Fault("status", times=-1, status=404)
+    )
+    forced = FetchSettings(force=True, retry=RetryPolicy(base=0.01))
+    result = fetch_model(config, tmp_path / "o", DownloadOptions(settings=forced))
+    assert not result.ok and "HTTP 404" in (result.files[0].error or "")
+    assert model.path_in(tmp_path / "o").read_bytes() == model.data

@@ -135,8 +135,7 @@ def download(
 ) -> None:
     """Download model files (default: modnet-webcam-portrait-matting) and verify them.
 
-    Writes <output-dir>/public/<name>/<file> as omz_downloader does. A file is only ever
-    renamed into place after its size and sha384 match; a verified file already there is kept.
+    Writes <output-dir>/public/<name>/<file> as omz_downloader does. A file is renamed into place only after its size and sha384 match; a verified file already there is kept.
     """
     from toolkit.download import (
         DownloadOptions,

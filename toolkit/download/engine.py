@@ -210,7 +210,8 @@ class FileJob:
             _publish(partial, dest)
             self._cache_put(dest, only_if_missing=False)
             return Outcome.DOWNLOADED
-        _unlink(dest)  # after --force, a file that could not be re-verified does not stay
+        if dest.exists() and not verify_file(dest, mf):
+            _unlink(dest)  # only reachable with --force: a verified old file is left alone
         raise DownloadError("; ".join(reasons))
 
     def _prepare_stale_destination(self, dest: Path, partial: Path) -> None:
