@@ -299,3 +299,15 @@ def test_force_that_fails_keeps_the_verified_file(http_server: FileServer, serve
     result = fetch_model(config, tmp_path / "o", DownloadOptions(settings=forced))
     assert not result.ok and "HTTP 404" in (result.files[0].error or "")
     assert model.path_in(tmp_path / "o").read_bytes() == model.data
+
+
+def test_cache_that_cannot_be_locked_is_still_read(served_model, tmp_path: Path) -> None:
+    model = served_model()
+    config = config_of(model)
+    options = DownloadOptions(cache_dir=tmp_path / "cache", settings=FAST)
+    assert fetch_model(config, tmp_path / "o1", options).ok
+    (tmp_path / "cache" / "1" / "locks").write_text("not a folder: locks cannot be made here")
+    out = io.StringIO()
+    result = fetch_model(config, tmp_path / "o2", options, reporter=TextReporter(out=out))
+    assert [f.outcome for f in result.files] == [Outcome.CACHE]
+    assert "cannot lock the cache" in out.getvalue()

@@ -163,12 +163,17 @@ class FileJob:
         def waiting() -> None:
             self._note(f"waiting for another download of {self.dest} to finish")
 
-        with file_lock(lock_path(self.dest), on_wait=waiting):
-            if self.cache is None:
-                yield
-                return
-            with file_lock(self.cache.lock_path(self.model_file.checksum), on_wait=waiting):
-                yield
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(file_lock(lock_path(self.dest), on_wait=waiting))
+            if self.cache is not None:
+                try:
+                    cache_lock = self.cache.lock_path(self.model_file.checksum)
+                    stack.enter_context(file_lock(cache_lock, on_wait=waiting))
+                except OSError as exc:  # a read-only shared cache is still worth reading
+                    self._note(
+                        f"cannot lock the cache ({exc.strerror or exc}); reading it unlocked"
+                    )
+            yield
 
     def _run_locked(self) -> Outcome:
         mf, dest = self.model_file, self.dest
