@@ -306,6 +306,7 @@ def test_cache_that_cannot_be_locked_is_still_read(served_model, tmp_path: Path)
     config = config_of(model)
     options = DownloadOptions(cache_dir=tmp_path / "cache", settings=FAST)
     assert fetch_model(config, tmp_path / "o1", options).ok
+    (tmp_path / "cache" / "1" / "locks").rmdir()
     (tmp_path / "cache" / "1" / "locks").write_text("not a folder: locks cannot be made here")
     out = io.StringIO()
     result = fetch_model(config, tmp_path / "o2", options, reporter=TextReporter(out=out))
