@@ -285,8 +285,13 @@ def run_job(
     force: bool = False,
     verify: bool = True,
     verify_image: Path | None = None,
+    tolerance: float | None = None,
 ) -> JobResult:
-    """Export, convert each precision, verify; skip whatever is already up to date."""
+    """Export, convert each precision, verify; skip whatever is already up to date.
+
+    If any step fails, including verification (``tolerance`` defaults to
+    :data:`toolkit.verify.FP32_TOLERANCE`), the files this run wrote are removed again.
+    """
     from toolkit.checkpoint import sniff
     from toolkit.convert import (
         ONNX_RECORD_KEY,
@@ -356,7 +361,7 @@ def run_job(
         if verify:
             reporter.heading(f"Verifying {job.name}")
             start = time.perf_counter()
-            result.report = _verify(job, verify_image)
+            result.report = _verify(job, verify_image, tolerance)
             result.seconds["verify"] = time.perf_counter() - start
             reporter.verify_report(result.report)
             result.report.raise_for_failures()
@@ -376,11 +381,11 @@ def _remove_output(path: Path) -> None:
         path.with_suffix(".bin").unlink(missing_ok=True)
 
 
-def _verify(job: ConvertJob, image_path: Path | None) -> VerifyReport:
+def _verify(job: ConvertJob, image_path: Path | None, tolerance: float | None) -> VerifyReport:
     import cv2
 
     from toolkit.paths import sample_image
-    from toolkit.verify import verify_ir
+    from toolkit.verify import FP32_TOLERANCE, verify_ir
 
     path = image_path or sample_image()
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -388,5 +393,9 @@ def _verify(job: ConvertJob, image_path: Path | None) -> VerifyReport:
         raise UsageError(f"cannot read the verification image {path}")
     order = sorted(job.precisions, key=lambda p: p != "FP32")  # FP32 first: it sets the size
     return verify_ir(
-        job.checkpoint, [job.xml_path(p) for p in order], image, onnx_path=job.onnx_path
+        job.checkpoint,
+        [job.xml_path(p) for p in order],
+        image,
+        onnx_path=job.onnx_path,
+        tolerance=FP32_TOLERANCE if tolerance is None else tolerance,
     )

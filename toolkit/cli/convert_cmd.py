@@ -17,6 +17,7 @@ from toolkit.cli.options import All, ListFile, ModelsDir, Name, PrintAll
 from toolkit.errors import ToolkitError, UsageError, require
 
 if TYPE_CHECKING:
+    from toolkit.config import ModelConfig
     from toolkit.verify import VerifyReport
 
 
@@ -33,6 +34,22 @@ class _Printer:
         from rich.console import Console
 
         Console(width=120).print(report.table())
+
+
+def _download_dir(
+    given: Path | None, output_dir: Path | None, config: ModelConfig, checkpoint: Path | None
+) -> Path:
+    """``-d`` if given; else the default root, unless only ``-o`` was given and the checkpoint
+    is already there (``download -o X`` then ``convert -o X`` just works)."""
+    from toolkit.paths import default_root
+
+    if given is not None:
+        return given
+    if output_dir is not None and checkpoint is None:
+        candidate = output_dir / "public" / config.name / config.checkpoint_file.name
+        if candidate.is_file():
+            return output_dir
+    return default_root()
 
 
 @app.command("convert")
@@ -142,13 +159,11 @@ def convert(
     if (checkpoint is not None or model_name is not None) and len(configs) > 1:
         raise UsageError("--checkpoint and --model-name convert one model; select it with --name")
     chosen = resolve_precisions(precision, precisions)
-    dl_dir = download_dir or default_root()
-    out_dir = output_dir or dl_dir
     jobs = [
         plan_job(
             config,
-            download_dir=dl_dir,
-            output_dir=out_dir,
+            download_dir=_download_dir(download_dir, output_dir, config, checkpoint),
+            output_dir=output_dir or download_dir or default_root(),
             precisions=chosen,
             checkpoint=checkpoint,
             model_name=model_name,
