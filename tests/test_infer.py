@@ -166,7 +166,8 @@ def test_an_input_file_is_never_overwritten(
     decoy = tmp_path / "p_alpha.png"
     shutil.copy(sample_photo, decoy)
     before = decoy.read_bytes()
-    proc = run_cli("infer", "p.png", "p_alpha.png", "-o", ".", "--model-root", infer_model.root)
+    # (-d alone also finds the model, as `convert -d` puts it there by default)
+    proc = run_cli("infer", "p.png", "p_alpha.png", "-o", ".", "-d", infer_model.root)
     assert proc.returncode == 1
     assert "refusing to write" in proc.stderr and "which is an input file" in proc.stderr
     assert decoy.read_bytes() == before

@@ -52,9 +52,18 @@ T = TypeVar("T")
 
 #: Formats OpenCV encodes; a composite of any other input (GIF, PNM...) is written as PNG.
 _WRITABLE_IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
-#: zlib level 1: the mattes and cut-outs are large and smooth; higher levels cost 2-3x the CPU
-#: for about 10% smaller files, and that CPU is taken from inference.
-_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+#: zlib level 1, run-length matching, "sub" row filter: encoding a 1280x720 cut-out costs about
+#: half of OpenCV's default (level 1, adaptive filters) for files about 20% larger. PNG encoding
+#: is the largest cost after inference, and on a CPU-bound machine every millisecond of it is
+#: taken from the network (measured in tests/bench_infer.py).
+_PNG_PARAMS = [
+    cv2.IMWRITE_PNG_COMPRESSION,
+    1,
+    cv2.IMWRITE_PNG_STRATEGY,
+    cv2.IMWRITE_PNG_STRATEGY_RLE,
+    cv2.IMWRITE_PNG_FILTER,
+    cv2.IMWRITE_PNG_FILTER_SUB,
+]
 
 
 @dataclass

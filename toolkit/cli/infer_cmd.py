@@ -198,8 +198,8 @@ def infer(
         Path | None,
         typer.Option(
             "--model-root",
-            help="Where `convert` wrote public/<name>/<PREC>/ (its -o; default "
-            "$MODNET_TOOLS_HOME, else ./cache).",
+            help="Where `convert` wrote public/<name>/<PREC>/ (its -o; default: --download-dir, "
+            "else $MODNET_TOOLS_HOME, else ./cache).",
         ),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="OpenVINO device.")] = "CPU",
@@ -288,8 +288,8 @@ def infer(
         typer.Option(
             "--download-dir",
             "-d",
-            help="--verify: where `download` put the checkpoint (default $MODNET_TOOLS_HOME, "
-            "else ./cache).",
+            help="Where `download` put the checkpoint (for --verify; also the default "
+            "--model-root, as for convert). Default $MODNET_TOOLS_HOME, else ./cache.",
         ),
     ] = None,
     onnx: Annotated[
@@ -327,7 +327,8 @@ def infer(
 
     items = expand_inputs(inputs)
     many = len(items) > 1 or any(i.kind in ("video", "camera") for i in items)
-    xml = _resolve_model(model, name, precision, model_root)
+    # convert writes under its -o, which defaults to its -d: mirror that here.
+    xml = _resolve_model(model, name, precision, model_root or download_dir)
     session = MattingSession.from_xml(
         xml,
         device=device,
