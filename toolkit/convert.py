@@ -316,9 +316,27 @@ def convert_onnx(
     recipe: Recipe,
 ) -> Path:
     """ONNX -> IR at ``xml_path`` with preprocessing from ``mo`` and the recipe in rt_info."""
+    return convert_onnx_precisions(onnx_path, {precision: Path(xml_path)}, mo=mo, recipe=recipe)[0]
+
+
+def convert_onnx_precisions(
+    onnx_path: str | Path,
+    targets: Mapping[str, Path],
+    *,
+    mo: ModelOptimizerArgs,
+    recipe: Recipe,
+) -> list[Path]:
+    """Like :func:`convert_onnx` for several precisions (``{"FP16": xml, ...}``), converting
+    the ONNX once: ``convert_model`` is most of an IR step's time, saving is cheap."""
+    for precision in targets:
+        if precision not in PRECISIONS:
+            raise UsageError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     model = build_model(onnx_path, mo, input_shape=recipe.input_shape)
-    annotate(model, mo, recipe.ir_record(precision), recipe.checkpoint_sha384, precision)
-    return save_ir(model, xml_path, precision)
+    written = []
+    for precision, xml_path in targets.items():
+        annotate(model, mo, recipe.ir_record(precision), recipe.checkpoint_sha384, precision)
+        written.append(save_ir(model, xml_path, precision))
+    return written
 
 
 def resolve_mo_args(

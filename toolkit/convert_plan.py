@@ -296,7 +296,7 @@ def run_job(
     from toolkit.convert import (
         ONNX_RECORD_KEY,
         Recipe,
-        convert_onnx,
+        convert_onnx_precisions,
         read_onnx_record,
         read_record,
         recipe_mo_args,
@@ -343,19 +343,16 @@ def run_job(
         else:
             result.up_to_date.insert(0, job.onnx_path)
             reporter.info(f"  up to date: {job.onnx_path}")
-        for precision in pending:
-            reporter.heading(f"Converting {job.name} to IR ({precision})")
+        if pending:
+            label = " and ".join(pending)
+            reporter.heading(f"Converting {job.name} to IR ({label})")
             start = time.perf_counter()
-            xml = convert_onnx(
-                job.onnx_path,
-                job.xml_path(precision),
-                precision=precision,
-                mo=job.mo,
-                recipe=recipe,
-            )
-            result.seconds[precision] = time.perf_counter() - start
-            written.append(xml)
-            reporter.info(f"  wrote {xml} ({result.seconds[precision]:.1f} s)")
+            targets = {p: job.xml_path(p) for p in pending}
+            for xml in convert_onnx_precisions(job.onnx_path, targets, mo=job.mo, recipe=recipe):
+                written.append(xml)
+                reporter.info(f"  wrote {xml}")
+            result.seconds["ir"] = time.perf_counter() - start
+            reporter.info(f"  ({result.seconds['ir']:.1f} s)")
         for path in result.up_to_date[1:]:
             reporter.info(f"  up to date: {path}")
         if verify:
