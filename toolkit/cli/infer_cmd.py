@@ -74,22 +74,12 @@ class _CliReporter:
                 self._progress.update(self._task, fps=f"{speed:.1f} frames/s")
 
     def item_done(self, result: ItemResult) -> None:
+        # While the bar is live, rich redirects stdout and stderr to print above it.
         if result.ok:
-            written = ", ".join(str(p) for p in result.outputs)
-            line = f"{result.label} -> {written}"
-            if self._progress is not None:
-                self._progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
-            else:
-                typer.echo(line)
+            typer.echo(f"{result.label} -> {', '.join(str(p) for p in result.outputs)}")
         else:
-            message = result.error or "failed"
-            self.failures.append(message)
-            if self._progress is not None:
-                self._progress.stop()  # keep the error line on its own, visible line
-                typer.echo(f"error: {message}", err=True)
-                self._progress.start()
-            else:
-                typer.echo(f"error: {message}", err=True)
+            self.failures.append(result.error or "failed")
+            typer.echo(f"error: {result.error or 'failed'}", err=True)
 
     def finish(self, summary: InferSummary) -> None:
         if self._progress is not None:
