@@ -108,8 +108,10 @@ def test_stream_yields_in_order_and_equals_single_calls(
 
 
 def test_stream_with_mixed_sizes_under_keep_aspect_stays_in_order(
-    infer_model: InferModel, astronaut_bgr: npt.NDArray[np.uint8]
+    infer_model: InferModel, astronaut_bgr: npt.NDArray[np.uint8], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # One compiled size at a time: every size change evicts a network with requests in flight.
+    monkeypatch.setattr("toolkit.runtime.COMPILED_CACHE_SIZE", 1)
     session = MattingSession.from_xml(
         infer_model.xml, resize="keep-aspect", performance="throughput"
     )

@@ -47,6 +47,10 @@ MIN_SIDE = 32
 OUTPUT_SUFFIXES = ("_alpha", "_rgba", "_composite", "_side")
 
 
+#: The EXIF tag of the camera's orientation (1 = upright; 2-8 = mirrored and/or rotated).
+_ORIENTATION = 0x0112
+
+
 class InputError(ToolkitError):
     """An input (file, folder, glob, camera) that cannot be read as asked."""
 
@@ -209,7 +213,7 @@ def _pillow_to_bgr(im: Image.Image) -> U8Image:
     elif mode == "L":
         return np.asarray(cv2.cvtColor(np.asarray(im), cv2.COLOR_GRAY2BGR), np.uint8)
     else:
-        rgb = np.asarray(im.convert("RGB"))
+        rgb = np.asarray(im if mode == "RGB" else im.convert("RGB"))
     return np.asarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), np.uint8)
 
 
@@ -236,8 +240,10 @@ def load_image(
     try:
         with Image.open(path) as im:
             _check_size(path, im.width, im.height, max_pixels, min_side)
-            upright = ImageOps.exif_transpose(im)
-            return _pillow_to_bgr(upright)
+            # exif_transpose copies even an upright image: only call it when a tag says so.
+            if im.getexif().get(_ORIENTATION, 1) in range(2, 9):
+                return _pillow_to_bgr(ImageOps.exif_transpose(im))
+            return _pillow_to_bgr(im)
     except InputError:
         raise
     except UnidentifiedImageError:
