@@ -100,7 +100,7 @@ def test_bad_flags_are_errors_naming_the_flag(args: list[str], needle: str) -> N
 
 
 def test_command_line_round_trips() -> None:
-    mo = parse_mo_args(list(DEFAULT_MO_ARGS) + ["--layout=input(NCHW)", "--input_shape=[1,3,?,?]"])
+    mo = parse_mo_args([*DEFAULT_MO_ARGS, "--layout=input(NCHW)", "--input_shape=[1,3,?,?]"])
     again = parse_mo_args(mo.to_command_line())
     assert again == mo
 
