@@ -140,9 +140,9 @@ def convert(
 ) -> None:
     """Convert MODNet to OpenVINO IR (FP16 and FP32) with the preprocessing inside, and verify it.
 
-    Paths as omz_converter: <output-dir>/public/<name>/<name_with_underscores>.onnx and
-    <output-dir>/public/<name>/<PREC>/<name>.xml|.bin. The IR takes BGR pixels 0..255 (float32,
-    NCHW, input `input`) and returns the matte in `output`.
+    Paths as omz_converter: <output-dir>/public/<name>/<name_with_underscores>.onnx and <output-dir>/public/<name>/<PREC>/<name>.xml|.bin.
+
+    The IR takes BGR pixels 0..255 (float32, NCHW, input `input`) and returns the matte in `output`.
     """
     from toolkit.config import discover, select
     from toolkit.convert_plan import describe, plan_job, resolve_precisions, run_job
