@@ -61,23 +61,26 @@ def _images(folder: Path, count: int) -> None:
         cv2.imwrite(str(folder / f"frame_{i:04d}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 92])
 
 
-def _raw_fps(model: IRModel, frames: int) -> float:
+def _raw_fps(model: IRModel, frames: int) -> tuple[float, float]:
+    """Frames/s and CPU milliseconds (all threads) per frame of the IR alone."""
     rng = np.random.default_rng(0)
     tensors = [rng.uniform(0, 255, (1, 3, 512, 512)).astype(np.float32) for _ in range(4)]
     list(model.run_ordered((i, tensors[i % 4]) for i in range(4)))  # warm-up
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in model.run_ordered((i, tensors[i % 4]) for i in range(frames)):
         pass
-    return frames / (time.perf_counter() - start)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return frames / wall, 1000 * cpu / frames
 
 
-def _infer_fps(session: MattingSession, folder: Path, out: Path, jobs: int) -> float:
+def _infer_fps(session: MattingSession, folder: Path, out: Path, jobs: int) -> tuple[float, float]:
+    """Frames/s and CPU milliseconds per frame of the whole runner over the folder."""
     items = expand_inputs([str(folder)])
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     summary = run_infer(session, items, InferOptions(output_dir=out, jobs=jobs))
-    seconds = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     assert not summary.failed, summary.failed[0].error
-    return summary.frames / seconds
+    return summary.frames / wall, 1000 * cpu / summary.frames
 
 
 def main() -> None:
@@ -102,16 +105,27 @@ def main() -> None:
             session = MattingSession.from_xml(
                 xml, precision=precision, performance="throughput", requests=args.requests
             )
-            raw, full = [], []
+            raw, full, raw_cpu, full_cpu = [], [], [], []
             for r in range(args.rounds):
-                raw.append(_raw_fps(session.model, args.images))
-                full.append(_infer_fps(session, folder, work / f"out_{precision}_{r}", args.jobs))
+                fps, cpu = _raw_fps(session.model, args.images)
+                raw.append(fps)
+                raw_cpu.append(cpu)
+                fps, cpu = _infer_fps(session, folder, work / f"out_{precision}_{r}", args.jobs)
+                full.append(fps)
+                full_cpu.append(cpu)
             requests = session.model.optimal_requests((512, 512))
             raw_m, full_m = statistics.median(raw), statistics.median(full)
+            raw_c, full_c = statistics.median(raw_cpu), statistics.median(full_cpu)
             print(
                 f"{precision:>5}: raw IR {raw_m:6.2f} frames/s  infer {full_m:6.2f} frames/s  "
                 f"ratio {full_m / raw_m:.2f}  (requests {requests}; rounds raw "
                 f"{', '.join(f'{v:.2f}' for v in raw)}; infer {', '.join(f'{v:.2f}' for v in full)})"
+            )
+            # On a machine shared with other work the wall-clock ratio is noisy; CPU time per
+            # frame is not, and for a CPU-bound run its ratio is the ratio an idle machine gives.
+            print(
+                f"       CPU per frame: raw {raw_c:.0f} ms, infer {full_c:.0f} ms -> CPU-bound "
+                f"ratio {raw_c / full_c:.2f}"
             )
             mattes[precision] = MattingSession.from_xml(xml, precision=precision).matte(
                 cv2.imread(str(sample_image()), cv2.IMREAD_COLOR)
