@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 from pathlib import Path
 
@@ -121,10 +120,6 @@ def evil_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tupl
         "truncated_legacy": (legacy[: len(legacy) // 2], "truncated or corrupt"),
         "truncated_zip": (zipped[: len(zipped) // 2], "truncated or corrupt"),
         "random_bytes": (os.urandom(5000), "not a PyTorch checkpoint"),
-        "bare_pickle": (
-            pickle.dumps(_CreatesFile(tmp / "pwned"), protocol=2),
-            "not a PyTorch checkpoint",
-        ),
     }
     cases = {}
     for name, (data, needle) in raw.items():
@@ -151,7 +146,6 @@ def evil_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tupl
         "truncated_legacy",
         "truncated_zip",
         "random_bytes",
-        "bare_pickle",
         "code_legacy",
         "code_zip",
         "wrong_keys",
