@@ -21,6 +21,7 @@ pytest_plugins: list[str] = [
     "tests.fixtures_http",
     "tests.fixtures_convert",
     "tests.fixtures_infer",
+    "tests.fixtures_hardening",
 ]
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,6 +12,7 @@ unless ``--model`` names the IR directly.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -307,6 +308,9 @@ def infer(
     # and OpenCV's warnings ("can't open camera by index") would duplicate our one-line errors.
     Image.MAX_IMAGE_PIXELS = None
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    # FFmpeg logs on its own ("moov atom not found", "[mjpeg @ ...] error count") for every
+    # corrupt video; read when OpenCV first opens a video, so setting it here is in time.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     bg = (
         parse_background(background, lambda p: load_image(p, max_pixels=max_pixels))
         if background is not None
