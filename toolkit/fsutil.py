@@ -30,6 +30,10 @@ def atomic_path(dest: str | os.PathLike[str], *, suffix: str | None = None) -> I
         suffix=(dest.suffix if suffix is None else suffix) + ".part",
         dir=dest.parent,
     )
+    # mkstemp makes the file 0600; give it the mode a plain open() would (0666 & ~umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -32,6 +32,7 @@ OMZ_ALIASES = {
     "--download_dir": "--download-dir",
     "--dry_run": "--dry-run",
     "--models_dir": "--models-dir",
+    "--add_mo_arg": "--add-mo-arg",
 }
 
 
