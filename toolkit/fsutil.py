@@ -15,6 +15,16 @@ from pathlib import Path, PurePosixPath
 from toolkit.errors import ToolkitError
 
 
+def _current_umask() -> int:
+    """The process umask, read once at import (setting it to probe is not thread-safe later)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike[str], *, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; rename it onto ``dest`` only if the block succeeds.
@@ -31,9 +41,7 @@ def atomic_path(dest: str | os.PathLike[str], *, suffix: str | None = None) -> I
         dir=dest.parent,
     )
     # mkstemp makes the file 0600; give it the mode a plain open() would (0666 & ~umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
