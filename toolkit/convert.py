@@ -265,7 +265,13 @@ def save_ir(model: ov.Model, xml_path: str | Path, precision: str) -> Path:
         try:
             ov.save_model(model, str(staged), compress_to_fp16=(precision == "FP16"))
         except Exception as exc:
-            raise ConversionError(f"openvino.save_model failed: {_first(exc)}") from None
+            # OpenVINO reports a failed write as a bare "iostream error", errno lost.
+            hint = (
+                f" (could not write into {xml_path.parent}: is the disk full?)"
+                if "iostream" in str(exc)
+                else ""
+            )
+            raise ConversionError(f"openvino.save_model failed: {_first(exc)}{hint}") from None
         os.replace(staged.with_suffix(".bin"), tmp_bin)
         os.replace(staged, tmp_xml)
         # The old .xml goes first: between the two renames an old .xml must never meet a

@@ -143,7 +143,12 @@ def expand_inputs(specs: list[str]) -> list[InputItem]:
         if spec.isdigit() and not path.exists():
             items.append(InputItem(kind="camera", label=f"camera {spec}", camera=int(spec)))
         elif path.is_dir():
-            found = _media_files(sorted(path.iterdir()))
+            try:
+                found = _media_files(sorted(path.iterdir()))
+            except OSError as exc:  # an unreadable folder fails alone, like a bad file
+                why = exc.strerror or str(exc)
+                items.append(InputItem(kind="error", label=spec, error=f"{spec}: {why}"))
+                continue
             if not found:
                 items.append(
                     InputItem(kind="error", label=spec, error=f"{spec}: no images or videos found")

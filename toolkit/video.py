@@ -10,6 +10,7 @@ leaves no half-written video at the final path. Audio is not carried over (OpenC
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 from collections.abc import Iterator
@@ -179,11 +180,36 @@ class VideoWriter:
     ) -> None:
         if self._writer is not None:
             self._writer.release()
-        if exc_type is None and self.frames and self._inner is not None and self._tmp is not None:
-            os.replace(self._inner, self._tmp)  # atomic_path renames it onto dest on exit
+        inner, tmp = self._inner, self._tmp
+        ready = exc_type is None and self.frames > 0 and inner is not None and tmp is not None
+        if ready and inner is not None and tmp is not None and _frames_in(inner) == self.frames:
+            os.replace(inner, tmp)  # atomic_path renames it onto dest on exit
             self._stack.close()
             return
         # Failure or nothing written: make atomic_path discard instead of publishing.
         self._remove_inner()
         with contextlib.suppress(BaseException):
             self._stack.__exit__(RuntimeError, RuntimeError("video not completed"), None)
+        if ready:
+            raise OSError(
+                errno.EIO,
+                f"the video came out short of its {self.frames} frames "
+                "(disk full or a file-size limit?)",
+            )
+
+
+def _frames_in(path: Path) -> int:
+    """Frames that decode from a finished video file.
+
+    OpenCV's VideoWriter ignores write errors: on a full disk it leaves a truncated file whose
+    header still counts every frame. Decoding the result back (a few ms a frame, next to
+    ~100 ms of inference) is the only way to know it is whole before it is published.
+    """
+    cap = cv2.VideoCapture(str(path))
+    try:
+        count = 0
+        while cap.grab():
+            count += 1
+        return count
+    finally:
+        cap.release()

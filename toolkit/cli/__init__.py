@@ -75,6 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _error("interrupted")
         sys.exit(130)
+    except OSError as exc:  # the system said no (disk full, permissions, a file for a folder)
+        if State.verbose:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        _error(f"{where}{exc.strerror or _one_line(exc)}")
+        sys.exit(1)
     except Exception as exc:  # a bug: still one line unless asked for details
         if State.verbose:
             traceback.print_exc()

@@ -18,6 +18,7 @@ A killed or interrupted run leaves at most the partial file, never a file at the
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import threading
@@ -44,6 +45,8 @@ from toolkit.download.sources import NETWORK_ERRORS, Body, FileSource, Timeouts,
 from toolkit.hashing import CHUNK
 
 CHUNK_SIZE = 64 * 1024
+#: Write errors of the local disk (requests' exceptions are OSErrors too, so the errno tells).
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES})
 
 
 @dataclass(frozen=True)
@@ -365,6 +368,8 @@ class FileJob:
             except (SourceError, Cancelled):
                 raise
             except NETWORK_ERRORS as exc:
+                if getattr(exc, "errno", None) in _DISK_ERRNOS:
+                    raise  # our disk, not the network: retrying or another source cannot help
                 raise network_error(exc) from exc
             if done < size:
                 raise RetryableError(f"the connection closed after {done} of {size} bytes")
