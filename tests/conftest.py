@@ -22,6 +22,7 @@ pytest_plugins: list[str] = [
     "tests.fixtures_convert",
     "tests.fixtures_infer",
     "tests.fixtures_hardening",
+    "tests.fixtures_perf",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
