@@ -1,5 +1,281 @@
-"""``benchmark and quantize: speed measurements and the INT8 IR``."""
+"""``benchmark`` and ``quantize``: speed measurements and the INT8 IR.
+
+Thin wrappers: options are parsed here; the work is :mod:`toolkit.benchmark` and
+:mod:`toolkit.quantize`. NNCF, ONNX Runtime and torch are imported only inside the commands
+that use them (and torch only when it is installed).
+"""
 
 from __future__ import annotations
 
-from toolkit.cli.app import app  # noqa: F401
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from toolkit.cli.app import app
+from toolkit.cli.options import OutputDir
+from toolkit.errors import ToolkitError, UsageError
+
+DEFAULT_MODEL = "modnet-webcam-portrait-matting"
+
+
+def _check_name(name: str) -> str:
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise UsageError(f"--name takes a model name, not a path: {name!r}")
+    return name
+
+
+@app.command("quantize")
+def quantize(
+    output_dir: OutputDir = None,
+    name: Annotated[
+        str, typer.Option("--name", metavar="NAME", help="Model whose FP32 IR to quantize.")
+    ] = DEFAULT_MODEL,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibration",
+            metavar="DIR",
+            help="Folder of calibration images (your own frames are best). Default: a "
+            "generated set (augmented sample photo + synthetic portraits).",
+        ),
+    ] = None,
+    subset_size: Annotated[
+        int,
+        typer.Option(
+            "--subset-size", metavar="N", min=1, max=10_000, help="Calibration images used."
+        ),
+    ] = 64,
+    ignore: Annotated[
+        str,
+        typer.Option(
+            "--ignore",
+            metavar="SCOPE",
+            help="Layers kept in float: fusion+norm (default: the final conv_f layers and "
+            "IBNorm's instance-norm halves), fusion, norm, image-inputs+norm, none.",
+        ),
+    ] = "fusion+norm",
+    holdout: Annotated[
+        Path | None,
+        typer.Option(
+            "--holdout",
+            metavar="DIR",
+            help="Images to measure the drift on (default: a generated held-out set, never "
+            "used for calibration).",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Quantize again even if the INT8 IR is up to date.")
+    ] = False,
+    json_file: Annotated[
+        Path | None,
+        typer.Option("--json", metavar="FILE", help="Also write the result to this JSON file."),
+    ] = None,
+    device: Annotated[
+        str, typer.Option("--device", metavar="DEVICE", help="OpenVINO device for the drift.")
+    ] = "CPU",
+) -> None:
+    """Make an FP16-INT8 IR with NNCF post-training quantization from the FP32 IR that
+    `convert` wrote: <output-dir>/public/<name>/FP16-INT8/<name>.xml. Prints the matte drift
+    against the FP32 IR (at f32) on images not used for calibration."""
+    import json
+
+    from toolkit.calibration import load_folder
+    from toolkit.errors import require
+    from toolkit.fsutil import atomic_path
+    from toolkit.paths import default_root
+    from toolkit.quantize import parse_ignore, quantize_model
+
+    _check_name(name)
+    parse_ignore(ignore)
+    require("nncf", "quantize")
+    root = output_dir if output_dir is not None else default_root()
+    held = [image for _, image in load_folder(holdout)] if holdout is not None else None
+    typer.echo(f"========== Quantizing {name} (FP32 -> FP16-INT8)")
+    result = quantize_model(
+        root,
+        name,
+        calibration=calibration,
+        subset_size=subset_size,
+        ignore=ignore,
+        holdout=held,
+        drift_precisions=("f32", "bf16"),
+        force=force,
+        device=device,
+    )
+    if result.skipped:
+        typer.echo(f"  up to date: {result.xml} (use --force to quantize again)")
+    else:
+        typer.echo(
+            f"  wrote {result.xml} ({result.seconds:.1f} s; calibration: {result.calibration}; "
+            f"kept in float: {ignore})"
+        )
+    for drift in result.drift:
+        typer.echo(
+            f"  matte vs FP32 IR at f32, INT8 IR at {drift.inference_precision}: {drift.describe()}"
+        )
+    if json_file is not None:
+        try:
+            with atomic_path(json_file) as tmp:
+                tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        except OSError as exc:
+            raise ToolkitError(f"--json {json_file}: cannot write: {exc.strerror or exc}") from None
+
+
+class _Progress:
+    """One dim line per step on stderr, so stdout holds only the tables."""
+
+    def message(self, text: str) -> None:
+        typer.echo(f"  {text}", err=True)
+
+
+@app.command("benchmark")
+def benchmark(
+    output_dir: OutputDir = None,
+    name: Annotated[
+        str, typer.Option("--name", metavar="NAME", help="Model whose converted IRs to measure.")
+    ] = DEFAULT_MODEL,
+    precision: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--precision",
+            metavar="PREC",
+            help="IRs to measure: FP32, FP16, FP16-INT8 (repeatable; default: every one found).",
+        ),
+    ] = None,
+    inference_precision: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--inference-precision",
+            metavar="f32|bf16",
+            help="OpenVINO inference precisions (repeatable; default: f32 and bf16).",
+        ),
+    ] = None,
+    onnx: Annotated[
+        Path | None,
+        typer.Option("--onnx", metavar="FILE", help="ONNX for ONNX Runtime (default: convert's)."),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            metavar="FILE",
+            help="Checkpoint for the PyTorch row (default: the downloaded one).",
+        ),
+    ] = None,
+    no_pytorch: Annotated[bool, typer.Option("--no-pytorch", help="Skip PyTorch eager.")] = False,
+    no_onnxruntime: Annotated[
+        bool, typer.Option("--no-onnxruntime", help="Skip ONNX Runtime.")
+    ] = False,
+    no_fast: Annotated[bool, typer.Option("--no-fast", help="Skip the infer --fast row.")] = False,
+    rounds: Annotated[
+        int, typer.Option("--rounds", metavar="N", min=1, max=1000, help="Round-robin rounds.")
+    ] = 5,
+    seconds: Annotated[
+        float,
+        typer.Option(
+            "--seconds",
+            metavar="S",
+            min=0.0,
+            max=600.0,
+            help="Throughput window per candidate and round (latency gets half).",
+        ),
+    ] = 2.0,
+    video_frames: Annotated[
+        int,
+        typer.Option(
+            "--video-frames",
+            metavar="N",
+            min=0,
+            max=100_000,
+            help="Frames of the generated 720p video (0: no video measurement).",
+        ),
+    ] = 60,
+    video: Annotated[
+        Path | None,
+        typer.Option("--video", metavar="FILE", help="Measure on this video instead."),
+    ] = None,
+    drift_images: Annotated[
+        int,
+        typer.Option(
+            "--drift-images",
+            metavar="N",
+            min=0,
+            max=1000,
+            help="Held-out images for the matte difference from the FP32 IR at f32.",
+        ),
+    ] = 4,
+    json_file: Annotated[
+        Path | None,
+        typer.Option("--json", metavar="FILE", help="Also write every figure to this JSON file."),
+    ] = None,
+    device: Annotated[
+        str, typer.Option("--device", metavar="DEVICE", help="OpenVINO device.")
+    ] = "CPU",
+) -> None:
+    """Latency and throughput of every IR (FP32, FP16, FP16-INT8) at f32 and bf16, the
+    infer --fast mode, ONNX Runtime and PyTorch, measured side by side in one run, plus 720p
+    video end to end through infer; ratios, matte drift and the CPU's arithmetic limit."""
+    import sys
+
+    from rich.console import Console
+
+    from toolkit.benchmark import (
+        INFERENCE_PRECISIONS,
+        IR_PRECISIONS,
+        plan,
+        results_table,
+        run_benchmark,
+        summary_lines,
+        video_file,
+        video_table,
+    )
+    from toolkit.paths import default_root
+
+    _check_name(name)
+    irs = list(dict.fromkeys(precision or IR_PRECISIONS))
+    for p in irs:
+        if p not in IR_PRECISIONS:
+            raise UsageError(f"--precision must be one of {', '.join(IR_PRECISIONS)}, not {p!r}")
+    hints = list(dict.fromkeys(inference_precision or INFERENCE_PRECISIONS))
+    for h in hints:
+        if h not in INFERENCE_PRECISIONS:
+            raise UsageError(
+                f"--inference-precision must be one of {', '.join(INFERENCE_PRECISIONS)}, not {h!r}"
+            )
+    if "f32" not in hints:
+        hints.insert(0, "f32")  # the FP32 IR at f32 is every row's accuracy reference
+    if json_file is not None and json_file.is_dir():
+        raise UsageError(f"--json {json_file}: is a folder")
+    root = output_dir if output_dir is not None else default_root()
+    settings = {"root": str(root), "name": name, "command": " ".join(sys.argv)}
+    with video_file(video_frames, video) as clip:
+        bench = plan(
+            root,
+            name,
+            ir_precisions=irs,
+            inference_precisions=hints,
+            onnx=onnx,
+            checkpoint=checkpoint,
+            pytorch=not no_pytorch,
+            onnxruntime=not no_onnxruntime,
+            fast=not no_fast,
+            video=clip,
+            device=device,
+        )
+        report = run_benchmark(
+            bench,
+            rounds=rounds,
+            seconds=seconds,
+            drift_images=drift_images,
+            progress=_Progress(),
+            settings=settings,
+        )
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(results_table(report))
+    if report.video:
+        console.print(video_table(report))
+    for line in summary_lines(report):
+        console.print(line, markup=False, highlight=False)
+    if json_file is not None:
+        report.write_json(json_file)

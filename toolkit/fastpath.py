@@ -1,0 +1,121 @@
+"""``infer --fast``: the fastest configuration measured on this kind of machine, in one place.
+
+The settings below were chosen by measurement with ``modnet-tools benchmark`` (README,
+"Performance"), not by guessing: the INT8 IR that ``quantize`` writes, run with the
+inference precision, hint and request count that gave the highest throughput on a 2-core
+AVX-512 CPU. Its accuracy cost is measured against the FP32 IR at f32 and stated in
+:data:`ACCURACY_NOTE` (shown in ``infer --help``).
+
+``infer`` calls :func:`fast_model` to find the IR and :func:`fast_session` to open it, so the
+CLI needs no knowledge of what "fast" means, and the benchmark measures exactly what infer runs.
+Nothing here imports torch or NNCF.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from toolkit import paths
+from toolkit.errors import ToolkitError
+from toolkit.runtime import InferencePrecision, PerformanceMode
+
+if TYPE_CHECKING:
+    import openvino as ov
+
+    from toolkit.matting import ResizeMode
+    from toolkit.session import MattingSession
+
+
+class FastModeUnavailable(ToolkitError):
+    """The IR the fast mode runs has not been made yet."""
+
+
+@dataclass(frozen=True)
+class FastMode:
+    """What ``--fast`` runs: which IR, at which inference precision, with which properties."""
+
+    model_precision: str
+    inference_precision: InferencePrecision
+    performance: PerformanceMode
+    requests: int = 0
+    u8_input: bool = False
+    streams: int | None = None
+    threads: int | None = None
+
+    def throughput_config(self) -> dict[str, Any]:
+        """Extra compile properties on top of the precision and performance hints."""
+        config: dict[str, Any] = {}
+        if self.streams is not None:
+            config["NUM_STREAMS"] = self.streams
+        if self.threads is not None:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        return config
+
+    def describe(self) -> str:
+        return (
+            f"{self.model_precision} IR at {self.inference_precision}, "
+            f"{self.performance} hint" + (f", {self.requests} requests" if self.requests else "")
+        )
+
+
+#: The measured winner (see the module docstring).
+FAST_MODE = FastMode(
+    model_precision="FP16-INT8",
+    inference_precision="bf16",
+    performance="throughput",
+)
+
+#: Matte difference from the FP32 IR at f32, measured with ``modnet-tools quantize`` defaults on
+#: a random-weight ("tame") checkpoint over held-out images. Trained weights will differ.
+ACCURACY_NOTE = (
+    "measured matte difference from the FP32 IR at f32 (random-weight test checkpoint, "
+    "held-out images): mean 0.011, max 0.39"
+)
+
+
+def fast_model(root: Path, name: str) -> Path:
+    """The IR ``--fast`` runs: ``<root>/public/<name>/FP16-INT8/<name>.xml``, or one line
+    saying how to make it."""
+    xml = paths.ir_xml(root, name, FAST_MODE.model_precision)
+    if not xml.is_file() or not xml.with_suffix(".bin").is_file():
+        raise FastModeUnavailable(
+            f"--fast needs the INT8 IR at {xml}: run `modnet-tools quantize"
+            + (f" -o {root}" if root != paths.default_root() else "")
+            + "` first"
+        )
+    return xml
+
+
+def fast_session(
+    xml: Path, *, device: str = "CPU", resize: ResizeMode = "stretch", requests: int = 0
+) -> MattingSession:
+    """A session on ``xml`` with the fast mode's precision, hint and requests."""
+    from toolkit.session import MattingSession
+
+    return MattingSession.from_xml(
+        xml,
+        device=device,
+        precision=FAST_MODE.inference_precision,
+        resize=resize,
+        performance=FAST_MODE.performance,
+        requests=requests or FAST_MODE.requests,
+    )
+
+
+def u8_nhwc_input(model: ov.Model) -> ov.Model:
+    """The same network taking the OpenCV frame as is: uint8, N x H x W x 3 (BGR).
+
+    The conversion to float and the transpose to NCHW move into the compiled graph, where
+    OpenVINO fuses them with the first layers' reorders; the host hands over the frame without
+    touching it. The IR's own normalisation (mean, scale, channel reversal) is untouched.
+    """
+    import openvino as ov
+    from openvino.preprocess import PrePostProcessor
+
+    ppp = PrePostProcessor(model)
+    info = ppp.input(0)
+    info.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    info.model().set_layout(ov.Layout("NCHW"))
+    return ppp.build()
