@@ -291,8 +291,40 @@ def run_job(
 
     If any step fails, including verification (``tolerance`` defaults to
     :data:`toolkit.verify.FP32_TOLERANCE`), the files this run wrote are removed again.
+    Runs into the same model folder take turns (a lock file in it): otherwise one could
+    replace an IR the other is verifying, or leave one run's .xml beside the other's .bin.
     """
     from toolkit.checkpoint import sniff
+    from toolkit.download.lock import file_lock
+
+    if not job.checkpoint.exists():
+        raise _missing(job)
+    sniff(job.checkpoint)
+
+    def waiting() -> None:
+        reporter.info(f"  waiting for another convert into {job.conv_dir} to finish")
+
+    with file_lock(job.conv_dir / ".convert.lock", on_wait=waiting):
+        return _run_job_locked(
+            job,
+            reporter,
+            force=force,
+            verify=verify,
+            verify_image=verify_image,
+            tolerance=tolerance,
+        )
+
+
+def _run_job_locked(
+    job: ConvertJob,
+    reporter: Reporter,
+    *,
+    force: bool,
+    verify: bool,
+    verify_image: Path | None,
+    tolerance: float | None,
+) -> JobResult:
+    """:func:`run_job`'s work, with the model folder locked and the checkpoint checked."""
     from toolkit.convert import (
         ONNX_RECORD_KEY,
         Recipe,
@@ -304,9 +336,6 @@ def run_job(
     from toolkit.export import export_checkpoint
     from toolkit.hashing import file_digest
 
-    if not job.checkpoint.exists():
-        raise _missing(job)
-    sniff(job.checkpoint)
     result = JobResult(job.name)
     recipe = Recipe(
         file_digest(job.checkpoint),
