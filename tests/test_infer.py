@@ -350,3 +350,20 @@ def test_verify_compares_ir_onnx_and_pytorch(
         "--model-root", infer_model.root, "-o", "out2",
     )  # fmt: skip
     assert_one_line_error(proc)
+
+
+def test_outputs_of_a_rotated_phone_photo_are_upright_at_its_displayed_size(
+    infer_session: MattingSession, astronaut_bgr: npt.NDArray[np.uint8], tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    stored = cv2.cvtColor(astronaut_bgr[:, :384], cv2.COLOR_BGR2RGB)  # 384 wide, 512 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", quality=95, exif=exif)
+    summary = run_infer(
+        infer_session, expand_inputs([str(tmp_path / "phone.jpg")]), InferOptions(tmp_path / "o")
+    )
+    assert not summary.failed
+    assert _read(tmp_path / "o" / "phone_alpha.png").shape == (384, 512)
+    assert _read(tmp_path / "o" / "phone_rgba.png").shape == (384, 512, 4)
