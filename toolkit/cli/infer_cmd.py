@@ -21,6 +21,7 @@ import typer
 
 from toolkit.cli.app import app
 from toolkit.errors import ToolkitError, UsageError
+from toolkit.fastpath import FAST_HELP
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -202,6 +203,7 @@ def infer(
             "slightly) or f16.",
         ),
     ] = "f32",
+    fast: Annotated[bool, typer.Option("--fast", help=FAST_HELP)] = False,
     resize: Annotated[
         str,
         typer.Option(
@@ -321,6 +323,12 @@ def infer(
 
     items = expand_inputs(inputs)
     many = len(items) > 1 or any(i.kind in ("video", "camera") for i in items)
+    if fast:  # what "fast" means is measured and kept in toolkit/fastpath.py
+        from toolkit.fastpath import fast_choice
+
+        model, hint = fast_choice(
+            model, name, precision, inference_precision, model_root or download_dir
+        )
     # convert writes under its -o, which defaults to its -d: mirror that here.
     xml = _resolve_model(model, name, precision, model_root or download_dir)
     session = MattingSession.from_xml(
