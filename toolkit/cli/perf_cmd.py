@@ -25,6 +25,16 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _check_writable(dest: Path) -> None:
+    """Fail before minutes of work, not after, when the report cannot be written there."""
+    if dest.is_dir():
+        raise UsageError(f"--json {dest}: is a folder")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ToolkitError(f"--json {dest}: cannot write: {exc.strerror or exc}") from None
+
+
 @app.command("quantize")
 def quantize(
     output_dir: OutputDir = None,
@@ -88,6 +98,8 @@ def quantize(
 
     _check_name(name)
     parse_ignore(ignore)
+    if json_file is not None:
+        _check_writable(json_file)
     require("nncf", "quantize")
     root = output_dir if output_dir is not None else default_root()
     held = [image for _, image in load_folder(holdout)] if holdout is not None else None
@@ -245,8 +257,8 @@ def benchmark(
             )
     if "f32" not in hints:
         hints.insert(0, "f32")  # the FP32 IR at f32 is every row's accuracy reference
-    if json_file is not None and json_file.is_dir():
-        raise UsageError(f"--json {json_file}: is a folder")
+    if json_file is not None:
+        _check_writable(json_file)
     root = output_dir if output_dir is not None else default_root()
     settings = {"root": str(root), "name": name, "command": " ".join(sys.argv)}
     with video_file(video_frames, video) as clip:
