@@ -83,6 +83,49 @@ def spawn(
     )
 
 
+@dataclass
+class Logged:
+    """A spawned CLI process whose stdout and stderr go to files, so a test can watch its
+    progress lines (to signal it at a chosen step) without draining a pipe."""
+
+    proc: subprocess.Popen[bytes]
+    stdout_path: Path
+    stderr_path: Path
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait(self, timeout: float = 120) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"the process hung; stderr: {self.stderr[-2000:]}") from None
+
+
+def spawn_logged(
+    *args: str | os.PathLike[str], cwd: Path, logs: Path, env: dict[str, str] | None = None
+) -> Logged:
+    """Start ``modnet-tools ARGS`` with its output in ``logs/stdout.txt`` and ``stderr.txt``."""
+    logs.mkdir(parents=True, exist_ok=True)
+    out, err = logs / "stdout.txt", logs / "stderr.txt"
+    with open(out, "wb") as out_fh, open(err, "wb") as err_fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "toolkit", *map(str, args)],
+            stdout=out_fh,
+            stderr=err_fh,
+            env=cli_env(env),
+            cwd=cwd,
+        )
+    return Logged(proc, out, err)
+
+
 def run_tool(
     *args: str | os.PathLike[str],
     cwd: Path,
@@ -115,7 +158,7 @@ def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[str, str]
 
 def wait_until(
     predicate: Callable[[], bool],
-    proc: subprocess.Popen[str] | None = None,
+    proc: subprocess.Popen[str] | Logged | None = None,
     timeout: float = 120,
     what: str = "condition",
 ) -> None:
@@ -123,10 +166,11 @@ def wait_until(
     to the state the test wanted to interrupt)."""
     deadline = time.monotonic() + timeout
     while not predicate():
-        if proc is not None and proc.poll() is not None:
-            _, err = proc.communicate()
+        popen = proc.proc if isinstance(proc, Logged) else proc
+        if popen is not None and popen.poll() is not None:
+            err = proc.stderr if isinstance(proc, Logged) else (popen.communicate()[1] or "")
             raise AssertionError(
-                f"the process ended (exit {proc.returncode}) before the {what}: {err[-2000:]}"
+                f"the process ended (exit {popen.returncode}) before the {what}: {err[-2000:]}"
             )
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached in {timeout} s")
