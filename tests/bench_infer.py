@@ -73,11 +73,19 @@ def _raw_fps(model: IRModel, frames: int) -> tuple[float, float]:
     return frames / wall, 1000 * cpu / frames
 
 
-def _infer_fps(session: MattingSession, folder: Path, out: Path, jobs: int) -> tuple[float, float]:
+def _infer_fps(
+    session: MattingSession, folder: Path, out: Path, options: argparse.Namespace
+) -> tuple[float, float]:
     """Frames/s and CPU milliseconds per frame of the whole runner over the folder."""
     items = expand_inputs([str(folder)])
+    settings = InferOptions(
+        output_dir=out,
+        jobs=options.jobs,
+        rgba=not options.no_rgba,
+        png_compression=options.png_compression,
+    )
     start, cpu = time.perf_counter(), time.process_time()
-    summary = run_infer(session, items, InferOptions(output_dir=out, jobs=jobs))
+    summary = run_infer(session, items, settings)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     assert not summary.failed, summary.failed[0].error
     return summary.frames / wall, 1000 * cpu / summary.frames
@@ -91,6 +99,8 @@ def main() -> None:
     parser.add_argument("--precisions", default="f32", help="comma-separated: f32,bf16")
     parser.add_argument("--jobs", type=int, default=2, help="encoding threads (infer -j)")
     parser.add_argument("--requests", type=int, default=0, help="inference requests (0: auto)")
+    parser.add_argument("--png-compression", type=int, default=1, help="as infer's option")
+    parser.add_argument("--no-rgba", action="store_true", help="as infer's option")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
@@ -98,7 +108,10 @@ def main() -> None:
         xml = _model(args.model, work)
         folder = work / "frames"
         _images(folder, args.images)
-        print(f"IR {xml}\n{args.images} images 1280x720 JPEG, {args.rounds} rounds, -j {args.jobs}")
+        print(
+            f"IR {xml}\n{args.images} images 1280x720 JPEG, {args.rounds} rounds, -j {args.jobs}, "
+            f"png compression {args.png_compression}{', no rgba' if args.no_rgba else ''}"
+        )
         mattes = {}
         for name in args.precisions.split(","):
             precision = parse_precision(name.strip())
@@ -110,7 +123,7 @@ def main() -> None:
                 fps, cpu = _raw_fps(session.model, args.images)
                 raw.append(fps)
                 raw_cpu.append(cpu)
-                fps, cpu = _infer_fps(session, folder, work / f"out_{precision}_{r}", args.jobs)
+                fps, cpu = _infer_fps(session, folder, work / f"out_{precision}_{r}", args)
                 full.append(fps)
                 full_cpu.append(cpu)
             requests = session.model.optimal_requests((512, 512))

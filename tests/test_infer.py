@@ -367,3 +367,18 @@ def test_outputs_of_a_rotated_phone_photo_are_upright_at_its_displayed_size(
     assert not summary.failed
     assert _read(tmp_path / "o" / "phone_alpha.png").shape == (384, 512)
     assert _read(tmp_path / "o" / "phone_rgba.png").shape == (384, 512, 4)
+
+
+def test_png_compression_changes_size_not_pixels(
+    infer_session: MattingSession, sample_photo: Path, tmp_path: Path
+) -> None:
+    items = expand_inputs([str(sample_photo)])
+    for level in (0, 2):
+        summary = run_infer(
+            infer_session, items, InferOptions(tmp_path / f"l{level}", png_compression=level)
+        )
+        assert not summary.failed
+    for name in ("astronaut_alpha.png", "astronaut_rgba.png"):
+        stored, packed = tmp_path / "l0" / name, tmp_path / "l2" / name
+        assert np.array_equal(_read(stored), _read(packed))
+        assert stored.stat().st_size > 1.5 * packed.stat().st_size

@@ -52,18 +52,26 @@ T = TypeVar("T")
 
 #: Formats OpenCV encodes; a composite of any other input (GIF, PNM...) is written as PNG.
 _WRITABLE_IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
-#: zlib level 1, run-length matching, "sub" row filter: encoding a 1280x720 cut-out costs about
-#: half of OpenCV's default (level 1, adaptive filters) for files about 20% larger. PNG encoding
-#: is the largest cost after inference, and on a CPU-bound machine every millisecond of it is
-#: taken from the network (measured in tests/bench_infer.py).
-_PNG_PARAMS = [
-    cv2.IMWRITE_PNG_COMPRESSION,
-    1,
-    cv2.IMWRITE_PNG_STRATEGY,
-    cv2.IMWRITE_PNG_STRATEGY_RLE,
-    cv2.IMWRITE_PNG_FILTER,
-    cv2.IMWRITE_PNG_FILTER_SUB,
-]
+#: Default PNG compression. Level 1 here means zlib with run-length matching and the "sub" row
+#: filter: a 1280x720 cut-out takes about 35 CPU-ms, about 60% of OpenCV's default settings,
+#: for files about 10% larger. PNG encoding is the largest cost after inference, and on a
+#: CPU-bound machine every millisecond of it is taken from the network (tests/bench_infer.py).
+#: Level 0 stores pixels uncompressed (about 7x cheaper, cut-outs 2.7x larger, mattes far
+#: larger); levels 2-9 are plain zlib levels (smaller files, more CPU).
+DEFAULT_PNG_COMPRESSION = 1
+
+
+def _png_params(level: int) -> list[int]:
+    strategy = cv2.IMWRITE_PNG_STRATEGY_RLE if level == 1 else cv2.IMWRITE_PNG_STRATEGY_DEFAULT
+    row_filter = cv2.IMWRITE_PNG_FILTER_SUB if level else cv2.IMWRITE_PNG_FILTER_NONE
+    return [
+        cv2.IMWRITE_PNG_COMPRESSION,
+        level,
+        cv2.IMWRITE_PNG_STRATEGY,
+        strategy,
+        cv2.IMWRITE_PNG_FILTER,
+        row_filter,
+    ]
 
 
 @dataclass
@@ -79,6 +87,7 @@ class InferOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_frames: int | None = None
     jobs: int = 2
+    png_compression: int = DEFAULT_PNG_COMPRESSION
 
 
 @dataclass
@@ -269,9 +278,9 @@ class _BoundedPool:
 # --- writing -----------------------------------------------------------------------------------
 
 
-def _write_image(dest: Path, image: U8Image) -> None:
+def _write_image(dest: Path, image: U8Image, png_compression: int) -> None:
     ext = dest.suffix.lower()
-    ok, encoded = cv2.imencode(ext, image, _PNG_PARAMS if ext == ".png" else [])
+    ok, encoded = cv2.imencode(ext, image, _png_params(png_compression) if ext == ".png" else [])
     if not ok:
         raise OSError(f"OpenCV could not encode {dest.name}")
     with atomic_path(dest) as tmp:
@@ -285,19 +294,20 @@ def write_image_results(
     result = ItemResult(plan.item.label, frames=1)
     try:
         files = plan.image_outputs(options)
+        level = options.png_compression
         alpha8 = quantize_alpha(alpha)
         view: U8Image = alpha8
-        _write_image(files["alpha"], alpha8)
+        _write_image(files["alpha"], alpha8, level)
         result.outputs.append(files["alpha"])
         if "rgba" in files:
-            _write_image(files["rgba"], cutout(frame, alpha8))
+            _write_image(files["rgba"], cutout(frame, alpha8), level)
             result.outputs.append(files["rgba"])
         if options.background is not None:
             view = composite(frame, alpha8, options.background.render(frame))
-            _write_image(files["composite"], view)
+            _write_image(files["composite"], view, level)
             result.outputs.append(files["composite"])
         if "side" in files:
-            _write_image(files["side"], side_by_side(frame, view))
+            _write_image(files["side"], side_by_side(frame, view), level)
             result.outputs.append(files["side"])
     except OSError as exc:
         result.error = f"{plan.item.label}: cannot write results: {exc.strerror or exc}"

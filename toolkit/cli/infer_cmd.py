@@ -262,6 +262,16 @@ def infer(
             help="Asynchronous inference requests in flight (0: OpenVINO's optimum).",
         ),
     ] = 0,
+    png_compression: Annotated[
+        int,
+        typer.Option(
+            "--png-compression",
+            min=0,
+            max=9,
+            help="PNG compression: 1 (default) fast run-length zlib; 0 uncompressed (least "
+            "CPU, much larger files); 2-9 plain zlib levels (smaller files, more CPU).",
+        ),
+    ] = 1,
     verify: Annotated[
         bool,
         typer.Option(
@@ -352,6 +362,7 @@ def infer(
         max_pixels=max_pixels,
         max_frames=max_frames,
         jobs=jobs,
+        png_compression=png_compression,
     )
     reporter = _CliReporter(show_progress=sys.stderr.isatty())
     summary = run_infer(session, items, options, reporter)
