@@ -484,7 +484,7 @@ class VideoCandidate:
         self.session = self.make_session()
         self._out = tempfile.TemporaryDirectory(prefix="modnet-bench-video-")
 
-    def measure(self) -> float:
+    def measure(self, max_frames: int | None = None) -> float:
         from toolkit.images import InputItem
         from toolkit.infer import InferOptions, run_infer
         from toolkit.matting import OMZ_BACKGROUND_BGR, Background
@@ -494,6 +494,7 @@ class VideoCandidate:
             output_dir=Path(self._out.name),
             background=Background(color=OMZ_BACKGROUND_BGR, description="omz"),
             rgba=False,
+            max_frames=max_frames,
         )
         item = InputItem(kind="video", label=str(self.video), path=self.video)
         start = time.perf_counter()
@@ -543,11 +544,14 @@ def plan(
     pytorch: bool = True,
     onnxruntime: bool = True,
     fast: bool = True,
+    explore: bool = False,
     video: Path | None = None,
     device: str = "CPU",
 ) -> Plan:
     """The candidates for model ``name`` under ``root`` (``convert``'s output dir); with
-    ``video``, the end-to-end runs of ``infer`` on it (default path and fast mode)."""
+    ``video``, the end-to-end runs of ``infer`` on it (default path and fast mode). ``explore``
+    adds the variants the fast mode was chosen against (u8 NHWC input, one stream, more
+    requests), so the choice can be re-checked on another machine."""
     cores = cpu_count()
     candidates: list[Candidate] = []
     skipped: list[Row] = []
@@ -593,6 +597,8 @@ def plan(
                     u8_input=FAST_MODE.u8_input,
                 )
             )
+            if explore:
+                candidates.extend(_explore(xml, FAST_MODE.inference_precision, device))
         except FastModeUnavailable as exc:
             skipped.append(
                 Row(
@@ -659,6 +665,30 @@ def plan(
     if video is not None:
         videos = _video_candidates(found["FP32"], candidates, video, device)
     return Plan(candidates, videos, "ov-FP32-f32", skipped, _static_size(found["FP32"]))
+
+
+def _explore(xml: Path, precision: str, device: str) -> list[Candidate]:
+    """The fast mode's IR run the other ways that were considered for it."""
+    variants: list[tuple[str, str, dict[str, Any], int, bool]] = [
+        ("fast-u8", "u8 NHWC input", {}, 0, True),
+        ("fast-1stream", "1 stream x 2 threads", {"NUM_STREAMS": 1}, 2, False),
+        ("fast-4req", "2 streams, 4 requests", {}, 4, False),
+    ]
+    out: list[Candidate] = []
+    for key, what, config, requests, u8 in variants:
+        row = Row(key, f"  variant: {what}", "openvino", "FP16-INT8", precision, str(xml))
+        out.append(
+            OpenVINOCandidate(
+                row,
+                xml,
+                precision=precision,
+                device=device,
+                throughput_config=config,
+                requests=requests,
+                u8_input=u8,
+            )
+        )
+    return out
 
 
 def _static_size(xml: Path) -> tuple[int, int]:
@@ -827,7 +857,7 @@ def run_benchmark(
     *,
     rounds: int = 5,
     seconds: float = 2.0,
-    drift_images: int = 4,
+    drift_images: int = 8,
     progress: Progress | None = None,
     settings: dict[str, Any] | None = None,
 ) -> BenchmarkReport:
@@ -853,7 +883,7 @@ def run_benchmark(
         progress.message(f"preparing video: {video.row.label}")
         try:
             video.setup()
-            video.measure()  # warm-up: compiles for the video's sizes, fills caches
+            video.measure(max_frames=8)  # warm-up: compiles, opens the codecs, fills caches
         except ToolkitError as exc:
             video.row.error = str(exc)
     try:

@@ -104,7 +104,7 @@ class Drift:
     def describe(self) -> str:
         return (
             f"mean |diff| {self.mean_abs:.4f}, max {self.max_abs:.3f}, p99 {self.p99_abs:.3f} "
-            f"on {self.images} held-out images at {self.inference_precision}"
+            f"({self.images} held-out images)"
         )
 
 

@@ -124,7 +124,8 @@ def quantize(
         )
     for drift in result.drift:
         typer.echo(
-            f"  matte vs FP32 IR at f32, INT8 IR at {drift.inference_precision}: {drift.describe()}"
+            f"  matte of the INT8 IR at {drift.inference_precision} vs the FP32 IR at f32: "
+            f"{drift.describe()}"
         )
     if json_file is not None:
         try:
@@ -180,6 +181,14 @@ def benchmark(
         bool, typer.Option("--no-onnxruntime", help="Skip ONNX Runtime.")
     ] = False,
     no_fast: Annotated[bool, typer.Option("--no-fast", help="Skip the infer --fast row.")] = False,
+    explore: Annotated[
+        bool,
+        typer.Option(
+            "--explore",
+            help="Also run the fast mode's IR the other ways considered for it (u8 NHWC "
+            "input, one stream, four requests).",
+        ),
+    ] = False,
     rounds: Annotated[
         int, typer.Option("--rounds", metavar="N", min=1, max=1000, help="Round-robin rounds.")
     ] = 5,
@@ -216,7 +225,7 @@ def benchmark(
             max=1000,
             help="Held-out images for the matte difference from the FP32 IR at f32.",
         ),
-    ] = 4,
+    ] = 8,
     json_file: Annotated[
         Path | None,
         typer.Option("--json", metavar="FILE", help="Also write every figure to this JSON file."),
@@ -272,6 +281,7 @@ def benchmark(
             pytorch=not no_pytorch,
             onnxruntime=not no_onnxruntime,
             fast=not no_fast,
+            explore=explore,
             video=clip,
             device=device,
         )
