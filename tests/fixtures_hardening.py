@@ -58,6 +58,8 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         "no_proxy": "127.0.0.1,localhost",
         "MODNET_TOOLS_RETRY_DELAY": "0.01",
         "PYTHONPATH": str(REPO),
+        # A hung child asked to abort (see finish()) prints every thread's stack.
+        "PYTHONFAULTHANDLER": "1",
     }
     env.pop("MODNET_TOOLS_HOME", None)
     env.update(extra or {})
@@ -104,9 +106,13 @@ class Logged:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"the process hung; stderr: {self.stderr[-2000:]}") from None
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler dumps the threads' stacks
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            raise AssertionError(f"the process hung; stderr: {self.stderr[-6000:]}") from None
 
 
 def spawn_logged(
@@ -151,9 +157,13 @@ def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[str, str]
     try:
         return proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-        raise AssertionError(f"the process hung for {timeout} s; stderr: {err[-2000:]}") from None
+        proc.send_signal(signal.SIGABRT)  # faulthandler dumps the stacks of every thread
+        try:
+            _, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        raise AssertionError(f"the process hung for {timeout} s; stderr: {err[-6000:]}") from None
 
 
 def wait_until(

@@ -240,6 +240,7 @@ def photos(sample_photo: Path, tmp_path: Path) -> Iterator[Path]:
     yield folder
 
 
+@pytest.mark.slow
 def test_two_infers_writing_the_same_results(
     infer_model: InferModel, photos: Path, tmp_path: Path
 ) -> None:

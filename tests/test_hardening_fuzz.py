@@ -243,6 +243,7 @@ def test_infer_on_a_folder_of_bad_images_processes_the_good_ones(
     _check_batch(proc.stderr, out, folder, IMAGE_CORPUS, good, video=False)
 
 
+@pytest.mark.slow
 def test_infer_on_a_folder_of_bad_videos_processes_the_good_one(
     infer_model: InferModel, tmp_path: Path
 ) -> None:

@@ -269,9 +269,14 @@ def test_an_onnx_output_file_outside_the_tree_stays_inside(tmp_path: Path) -> No
 # --- configs that are not what they claim ------------------------------------------------------------
 
 BAD_SIZES = ["abc", "'1024'", "1.5e3", "12.5", "-1", "0", "true", "null", "[1]", ".nan"]
+QUICK_SIZES = {"abc", "'1024'", ".nan"}  # the rest run in CI's slow pass (and, in-process, in
+# test_hardening_properties.py's test_a_non_numeric_or_non_positive_size_is_refused)
 
 
-@pytest.mark.parametrize("size", BAD_SIZES)
+@pytest.mark.parametrize(
+    "size",
+    [pytest.param(s, marks=() if s in QUICK_SIZES else (pytest.mark.slow,)) for s in BAD_SIZES],
+)
 def test_a_non_numeric_size_names_file_and_field(size: str, tmp_path: Path) -> None:
     models = tmp_path / "models"
     write_model(models, "size-model", [(FileSpec("m.ckpt", b"x"), ["http://127.0.0.1:9/m"])])

@@ -241,7 +241,8 @@ def test_infer_interrupted_mid_batch_then_rerun(
     _assert_whole_media(out)
 
 
-@pytest.mark.parametrize("how", ["SIGINT", pytest.param("SIGKILL", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
 def test_infer_interrupted_mid_video_then_rerun(
     how: str, infer_model: InferModel, tmp_path: Path
 ) -> None:
