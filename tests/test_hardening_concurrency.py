@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,6 +43,7 @@ class Watcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            time.sleep(0.002)  # frequent, without starving the processes under test
             try:
                 data = self.path.read_bytes()
             except (FileNotFoundError, IsADirectoryError):
@@ -263,6 +265,7 @@ def test_watcher_sees_a_wrong_file(tmp_path: Path) -> None:
     target = tmp_path / "f"
     with Watcher(target, b"right") as watcher:
         target.write_bytes(b"wrong")
-        while watcher.seen == 0:
-            pass
+        deadline = time.monotonic() + 10
+        while watcher.seen == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
     assert watcher.bad and json.dumps(watcher.bad)
