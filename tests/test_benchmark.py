@@ -19,6 +19,7 @@ def _positive(value: object) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.slow  # ten candidates compiled and loaded (PyTorch too): about 25 s here
 def test_every_candidate_is_measured_side_by_side(perf_model, perf_int8) -> None:  # type: ignore[no-untyped-def]
     from toolkit.benchmark import plan, run_benchmark
 

@@ -95,6 +95,7 @@ def _write_images(folder: Path, count: int) -> Path:
     return folder
 
 
+@pytest.mark.slow  # two CLI runs, one of them a full NNCF quantization: 30-60 s here
 def test_quantize_cli_with_a_calibration_folder(run_cli, perf_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     calib = _write_images(tmp_path / "calib", 3)
     (calib / "notes.txt").write_text("not an image")
