@@ -178,6 +178,12 @@ def test_convert_interrupted_at_each_step_then_rerun(
 
     rerun = run_tool(*args, cwd=tmp_path, timeout=400)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
+    if step == "verification":
+        # The killed run wrote an IR it never verified: the rerun must not take it as up to
+        # date, but redo and verify it.
+        assert "up to date (use --force" not in rerun.stdout, rerun.stdout[-3000:]
+        assert "Verifying" in rerun.stdout, rerun.stdout[-3000:]
+        assert not (_conv_dir(out) / ".convert-unverified").exists()
     _assert_whole_conversion_files(out)
     for precision in ("FP16", "FP32"):
         assert (_conv_dir(out) / precision / f"{WEBCAM}.xml").is_file()

@@ -337,6 +337,7 @@ def _run_job_locked(
     from toolkit.hashing import file_digest
 
     result = JobResult(job.name)
+    _discard_unverified(job, reporter)
     recipe = Recipe(
         file_digest(job.checkpoint),
         job.input_shape,
@@ -354,6 +355,11 @@ def _run_job_locked(
         reporter.heading(f"{job.name}: up to date (use --force to redo)")
         result.up_to_date.insert(0, job.onnx_path)
         return result
+    if verify:
+        planned = [job.xml_path(p) for p in pending]
+        if force or not onnx_current:
+            planned.insert(0, job.onnx_path)
+        _mark_unverified(job, planned)
     try:
         reporter.heading(f"Converting {job.name} to ONNX")
         if force or not onnx_current:
@@ -396,9 +402,45 @@ def _run_job_locked(
         # rerun does not find a bad file that claims to be up to date.
         for path in written:
             _remove_output(path)
+        _unverified_marker(job).unlink(missing_ok=True)
         raise
+    _unverified_marker(job).unlink(missing_ok=True)
     result.written = written
     return result
+
+
+def _unverified_marker(job: ConvertJob) -> Path:
+    return job.conv_dir / ".convert-unverified"
+
+
+def _mark_unverified(job: ConvertJob, paths: Sequence[Path]) -> None:
+    """Record, before writing, which files this run will produce and has yet to verify.
+
+    A run killed after writing an IR but before its verification passed would otherwise leave
+    a file whose recipe matches, and the next run would call it up to date unverified.
+    """
+    from toolkit.fsutil import atomic_write_bytes
+
+    names = [p.relative_to(job.conv_dir).as_posix() for p in paths]
+    atomic_write_bytes(_unverified_marker(job), "".join(f"{n}\n" for n in names).encode())
+
+
+def _discard_unverified(job: ConvertJob, reporter: Reporter) -> None:
+    """Remove what a killed run wrote but never verified, so this run redoes it."""
+    marker = _unverified_marker(job)
+    try:
+        names = marker.read_text(encoding="utf-8").split()
+    except FileNotFoundError:
+        return
+    for name in names:
+        try:
+            path = confined_path(job.conv_dir, name)
+        except ToolkitError:
+            continue  # not a name this tool wrote: leave whatever it points at alone
+        if path.suffix in (".onnx", ".xml") and path.exists():
+            reporter.info(f"  discarding {path}: an earlier run stopped before verifying it")
+            _remove_output(path)
+    marker.unlink(missing_ok=True)
 
 
 def _remove_output(path: Path) -> None:
