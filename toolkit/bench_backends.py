@@ -291,17 +291,15 @@ def make_video(dest: Path, frames: int, size: tuple[int, int] = VIDEO_SIZE) -> P
 
     base = load_image(paths.sample_image())
     width, height = size
+    cover = max(width / base.shape[1], height / base.shape[0])  # scale that fills the frame
     with VideoWriter(dest, fps=25.0, width=width, height=height) as writer:
         for i in range(frames):
-            zoom = 1.0 + 0.15 * math.sin(i / 15.0)
-            canvas = cv2.resize(
-                base,
-                None,
-                fx=width / base.shape[1] * zoom * 1.1,
-                fy=height / base.shape[0] * zoom * 1.1,
-            )
-            x = int((canvas.shape[1] - width) * (0.5 + 0.4 * math.sin(i / 20.0)))
-            y = int((canvas.shape[0] - height) * 0.5)
+            zoom = cover * (1.1 + 0.05 * math.sin(i / 15.0))  # always >= cover
+            canvas_w = max(width, math.ceil(base.shape[1] * zoom))
+            canvas_h = max(height, math.ceil(base.shape[0] * zoom))
+            canvas = cv2.resize(base, (canvas_w, canvas_h), interpolation=cv2.INTER_LINEAR)
+            x = int((canvas_w - width) * (0.5 + 0.4 * math.sin(i / 20.0)))
+            y = (canvas_h - height) // 2
             writer.write(np.ascontiguousarray(canvas[y : y + height, x : x + width]))
     return dest
 
