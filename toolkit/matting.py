@@ -220,10 +220,40 @@ def composite(frame: U8Image, alpha8: U8Image, background: U8Image) -> U8Image:
 
     The 8-bit alpha (the one written to ``_alpha.png``) is used rather than the float matte,
     so the composite file can be recomputed exactly from the files the toolkit writes.
+
+    Computed in integers, which gives exactly the rounded float result: with
+    ``x = frame * A + background * (255 - A)`` the value is ``x / 255``, which is never a
+    half (``2x`` is even, ``255 * odd`` is odd), so ``rint(x / 255) == (x + 127) // 255``.
+    A solid colour (what :meth:`Background.render` returns as a broadcast view) goes through
+    per-channel lookup tables; at 720p that is 3x cheaper than float arithmetic, which
+    matters for video, where compositing competes with inference for the same cores.
     """
-    a = (alpha8.astype(np.float32) * np.float32(1.0 / 255.0))[..., np.newaxis]
-    out = frame.astype(np.float32) * a + background.astype(np.float32) * (np.float32(1.0) - a)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    if background.ndim == 3 and background.strides[:2] == (0, 0):
+        tables = _blend_tables(tuple(int(v) for v in background[0, 0]))
+        index = alpha8.astype(np.uint16) << 8
+        return np.dstack([tables[c][index | frame[..., c]] for c in range(3)])
+    a = alpha8[..., np.newaxis].astype(np.uint16)
+    x = frame.astype(np.uint16) * a
+    x += background.astype(np.uint16) * (np.uint16(255) - a)
+    x += np.uint16(127)
+    x //= np.uint16(255)
+    return x.astype(np.uint8)
+
+
+_BLEND_TABLES: dict[tuple[int, ...], npt.NDArray[np.uint8]] = {}
+
+
+def _blend_tables(colour: tuple[int, ...]) -> npt.NDArray[np.uint8]:
+    """For each channel of ``colour``: the composite of value v at alpha A, at ``A << 8 | v``."""
+    tables = _BLEND_TABLES.get(colour)
+    if tables is None:
+        a = np.arange(256, dtype=np.uint32)[:, np.newaxis]
+        v = np.arange(256, dtype=np.uint32)[np.newaxis, :]
+        tables = np.stack(
+            [((v * a + c * (255 - a) + 127) // 255).astype(np.uint8).ravel() for c in colour]
+        )
+        _BLEND_TABLES[colour] = tables
+    return tables
 
 
 def cutout(frame: U8Image, alpha8: U8Image) -> U8Image:
