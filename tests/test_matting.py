@@ -119,6 +119,25 @@ def test_composite_is_frame_times_alpha_plus_background_times_one_minus_alpha() 
     assert np.array_equal(composite(frame, np.zeros((20, 30), np.uint8), bg), bg)
 
 
+def test_composite_equals_the_rounded_float_formula_for_every_value() -> None:
+    """Every (frame value, background value, alpha) triple, with an image background and with
+    solid colours (the lookup-table path): the integer implementation is exact."""
+    v = np.arange(256, dtype=np.uint8)
+    f, b, a = (x.reshape(4096, 4096) for x in np.meshgrid(v, v, v, indexing="ij"))
+    frame, background = np.dstack([f, f, f]), np.dstack([b, b, b])
+
+    def rounded_float(frame: np.ndarray, alpha8: np.ndarray, bg: np.ndarray) -> np.ndarray:
+        w = alpha8.astype(np.float64)[..., None] / 255
+        return np.rint(frame * w + bg * (1 - w)).astype(np.uint8)
+
+    assert np.array_equal(composite(frame, a, background), rounded_float(frame, a, background))
+    small_f = np.dstack([np.repeat(v, 256).reshape(256, 256)] * 3)
+    small_a = np.tile(v, 256).reshape(256, 256)
+    for colour in [(0, 0, 0), (255, 255, 255), (155, 255, 120), (1, 128, 254)]:
+        bg = np.broadcast_to(np.array(colour, np.uint8), small_f.shape)  # as Background.render
+        assert np.array_equal(composite(small_f, small_a, bg), rounded_float(small_f, small_a, bg))
+
+
 def test_cutout_is_bgra_with_the_matte_as_alpha() -> None:
     frame = np.full((4, 5, 3), 7, np.uint8)
     alpha8 = np.arange(20, dtype=np.uint8).reshape(4, 5)
