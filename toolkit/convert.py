@@ -187,6 +187,9 @@ def build_model(
             raise ConversionError(
                 f"cutting the model at --output {list(mo.outputs)} is not supported"
             )
+    from toolkit.graph_rewrite import optimize
+
+    optimize(model)  # exact rewrites that spare OpenVINO's CPU plugin its slow channel copies
     return model
 
 

@@ -45,7 +45,7 @@ from toolkit.calibration import (
     load_folder,
 )
 from toolkit.errors import ToolkitError, UsageError, require
-from toolkit.graph_rewrite import REWRITE_NAME, remove_ibnorm_splits
+from toolkit.graph_rewrite import REWRITE_NAME, optimize
 from toolkit.matting import REF_SIZE, to_network_input
 
 if TYPE_CHECKING:
@@ -312,7 +312,8 @@ def quantize_ir(
     the drift is measured on (default: the generated held-out set, never calibrated on).
     When ``dest_xml`` already holds an IR made from the same FP32 IR, calibration and settings,
     quantization is skipped unless ``force`` (the drift is still measured). ``rewrite`` first
-    removes IBNorm's channel split (:mod:`toolkit.graph_rewrite`; exact, and faster).
+    removes IBNorm's channel splits and the concatenations feeding convolutions
+    (:mod:`toolkit.graph_rewrite`; exact, and faster).
     """
     require("nncf", "quantize")
     from toolkit.runtime import core
@@ -345,8 +346,7 @@ def quantize_ir(
         )
     data = spec.images(_input_size(source))
     if rewrite:
-        rewritten = remove_ibnorm_splits(source)
-        source.set_rt_info(f"{REWRITE_NAME} ({rewritten} layers)", [RT_SECTION, "graph_rewrites"])
+        optimize(source)  # exact; records what it changed in rt_info
     quantized = _run_nncf(source, data, ignore)
     quantized.set_rt_info(INT8_PRECISION, [RT_SECTION, "precision"])
     quantized.set_rt_info(record, [RT_SECTION, "quantization"])
