@@ -1,14 +1,20 @@
 """``infer --fast``: the fastest configuration measured on this kind of machine, in one place.
 
-The settings below were chosen by measurement with ``modnet-tools benchmark`` (README,
-"Performance"), not by guessing: the INT8 IR that ``quantize`` writes, run with the
-inference precision, hint and request count that gave the highest throughput on a 2-core
-AVX-512 CPU. Its accuracy cost is measured against the FP32 IR at f32 and stated in
-:data:`ACCURACY_NOTE` (shown in ``infer --help``).
+Chosen by measurement with ``modnet-tools benchmark --explore`` (README, "Performance") on a
+2-core AVX-512 (Zen 4) CPU, all candidates in one run, a tame random-weight checkpoint:
 
-``infer`` calls :func:`fast_model` to find the IR and :func:`fast_session` to open it, so the
-CLI needs no knowledge of what "fast" means, and the benchmark measures exactly what infer runs.
-Nothing here imports torch or NNCF.
+* INT8 (the FP16-INT8 IR that ``quantize`` writes) with bf16 for the layers left in float:
+  the winner, about 3x the FP32 IR at f32 and 3.6x ONNX Runtime. INT8 at f32 is ~17% slower
+  (the float layers dominate what is left); the FP32 IR at bf16 gives 2x.
+* u8 NHWC input (the OpenCV frame handed over as is, :func:`u8_nhwc_input`): no measurable
+  gain (the conversion the host saves is under 1% of a frame), so the IR's float contract stays.
+* Streams and requests: OpenVINO's THROUGHPUT hint (2 streams x 1 thread, 2 requests) beats
+  1 stream x 2 threads by ~40%; 4 requests in flight change nothing.
+
+Its accuracy cost is measured against the FP32 IR at f32 and stated in :data:`ACCURACY_NOTE`
+(shown in ``infer --help``). ``infer`` calls :func:`fast_choice` to pick the IR and precision;
+the benchmark opens exactly that with :func:`fast_session`. Nothing here imports torch or NNCF,
+and importing this module does not import OpenVINO (infer's CLI imports it at start-up).
 """
 
 from __future__ import annotations
@@ -70,15 +76,15 @@ FAST_MODE = FastMode(
 #: Matte difference from the FP32 IR at f32, measured with ``modnet-tools quantize`` defaults on
 #: a random-weight ("tame") checkpoint over held-out images. Trained weights will differ.
 ACCURACY_NOTE = (
-    "measured matte difference from the FP32 IR at f32 (random-weight test checkpoint, "
-    "held-out images): mean 0.011, max 0.39"
+    "matte difference from the FP32 IR at f32, measured on held-out images with a "
+    "random-weight test checkpoint: mean 0.012, max 0.39 (p99 0.07)"
 )
 
 #: ``infer --fast``'s help text: what it runs, what it buys, what it costs.
 FAST_HELP = (
     f"Fastest measured mode: the {FAST_MODE.model_precision} IR made by `modnet-tools "
     f"quantize` (run it first), at {FAST_MODE.inference_precision} inference precision; about "
-    "3x ONNX Runtime's throughput on a 2-core AVX-512 CPU. Accuracy cost: " + ACCURACY_NOTE + "."
+    "3.5x ONNX Runtime's throughput on a 2-core AVX-512 CPU. Accuracy cost: " + ACCURACY_NOTE + "."
 )
 
 
