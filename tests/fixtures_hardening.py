@@ -278,10 +278,17 @@ def leftovers(root: Path) -> list[Path]:
 
 
 def visible_files(root: Path) -> list[Path]:
-    """Regular files under ``root`` whose own name is not hidden: the final paths."""
+    """Regular files under ``root`` with no hidden component below ``root``: the final paths.
+
+    A file inside a hidden staging folder (``.staging.*``) is a temporary, not a result.
+    """
     if not root.exists():
         return []
-    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
 
 
 # --- media made bad on purpose -----------------------------------------------------------------
