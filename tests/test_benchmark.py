@@ -37,8 +37,9 @@ def test_every_candidate_is_measured_side_by_side(perf_model, perf_int8) -> None
     for key in expected:
         row = rows[key]
         assert row.ok, (key, row.error, row.skipped)
-        assert len(row.throughput_fps) == 2, key  # one figure a round
+        assert len(row.samples) == 2, key  # one sample a round
         assert all(_positive(v) for v in row.latency_ms + row.throughput_fps), key
+        assert all(s.others is None or 0.0 <= s.others <= 1.0 for s in row.samples)
         assert _positive(row.latency_median()) and row.latency_p90() >= row.latency_median()
         assert row.drift_mean is not None and row.drift_max is not None
     # The reference agrees with itself; ONNX Runtime and PyTorch agree with it at f32.
@@ -118,6 +119,8 @@ def test_benchmark_cli_writes_tables_and_json(
         "720p video",
         "/ ONNX Runtime throughput",
         "peak fp32",
+        "rounds used",
+        "other processes used",
     ):
         assert text in result.stdout, text
     data = json.loads(report.read_text())
@@ -135,6 +138,9 @@ def test_benchmark_cli_writes_tables_and_json(
     assert videos["infer"]["raw_key"] == "ov-FP32-f32" and videos["fast"]["raw_key"] == "fast"
     for key in ("openvino_fp32_f32_vs_onnxruntime", "fast_vs_onnxruntime", "video_fast_vs_raw"):
         assert _positive(data["ratios"][key]), key
+    busy = data["contention"]
+    assert busy["samples"] >= busy["samples_used"] >= 1
+    assert all(len(r["samples"]) == 1 for r in data["results"] if r["skipped"] is None)
     machine = data["machine"]
     assert machine["cores"] >= 1 and "loadavg" in machine
     assert _positive(machine["peak"]["fp32"]["gflop_s"])
@@ -228,3 +234,16 @@ def test_generated_video_is_720p_in_every_frame(tmp_path: Path) -> None:
     cap.release()
     assert len(shapes) == 100 and set(shapes) == {(720, 1280, 3)}
     assert first is not None and float(first.std()) > 20  # a picture, not a flat field
+
+
+def test_samples_taken_while_the_machine_was_busy_are_set_aside() -> None:
+    from toolkit.bench_report import Row, Sample
+
+    row = Row("k", "label", "openvino", "FP32", "f32", "x.xml")
+    row.samples = [Sample([10.0], 5.0, 400.0, 0.02) for _ in range(3)]
+    row.samples.append(Sample([90.0], 1.0, 420.0, 0.6))  # someone else's burst
+    assert row.throughput() == 5.0 and row.latency_median() == 10.0
+    assert len(row.clean()) == 3
+    noisy = Row("k", "label", "openvino", "FP32", "f32", "x.xml")
+    noisy.samples = [Sample([10.0], 5.0, 400.0, 0.5), Sample([20.0], 3.0, 400.0, 0.01)]
+    assert len(noisy.clean()) == 2  # too few clean ones: every sample counts

@@ -36,6 +36,34 @@ class BenchmarkError(ToolkitError):
 # --- results -------------------------------------------------------------------------------
 
 
+#: A sample counts as clean when other processes used at most this share of the machine's CPU
+#: while it was taken; with at least MIN_CLEAN clean samples, only those are summarised.
+CLEAN_SHARE = 0.10
+MIN_CLEAN = 3
+
+
+@dataclass
+class Sample:
+    """One round of one candidate: its latencies, its throughput window, and how busy the rest
+    of the machine was meanwhile (``others``: share of all cores used by other processes)."""
+
+    latency_ms: list[float]
+    fps: float
+    cpu_ms_per_frame: float
+    others: float | None = None
+
+
+def _clean(samples: list[Any]) -> list[Any]:
+    """The samples taken on a quiet machine, when there are enough of them; else all.
+
+    The machine this was built on is shared: a burst of someone else's work hurts whichever
+    candidate is running at that moment. Setting those samples aside (and saying how many
+    were kept) is more honest than letting one burst decide a ratio.
+    """
+    quiet = [s for s in samples if s.others is None or s.others <= CLEAN_SHARE]
+    return quiet if len(quiet) >= MIN_CLEAN else samples
+
+
 @dataclass
 class Row:
     """The measurements of one candidate, accumulated over the rounds."""
@@ -47,9 +75,7 @@ class Row:
     precision: str
     path: str
     config: dict[str, Any] = field(default_factory=dict)
-    latency_ms: list[float] = field(default_factory=list)
-    throughput_fps: list[float] = field(default_factory=list)
-    cpu_ms_per_frame: list[float] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
     drift_mean: float | None = None
     drift_max: float | None = None
     skipped: str | None = None
@@ -59,14 +85,32 @@ class Row:
     def ok(self) -> bool:
         return self.skipped is None and self.error is None
 
+    def clean(self) -> list[Sample]:
+        return _clean(self.samples)
+
+    @property
+    def latency_ms(self) -> list[float]:
+        return [ms for s in self.clean() for ms in s.latency_ms]
+
+    @property
+    def throughput_fps(self) -> list[float]:
+        return [s.fps for s in self.clean()]
+
     def latency_median(self) -> float | None:
-        return statistics.median(self.latency_ms) if self.latency_ms else None
+        values = self.latency_ms
+        return statistics.median(values) if values else None
 
     def latency_p90(self) -> float | None:
-        return _percentile(self.latency_ms, 90) if self.latency_ms else None
+        values = self.latency_ms
+        return _percentile(values, 90) if values else None
 
     def throughput(self) -> float | None:
-        return statistics.median(self.throughput_fps) if self.throughput_fps else None
+        values = self.throughput_fps
+        return statistics.median(values) if values else None
+
+    def cpu_ms_per_frame(self) -> float | None:
+        values = [s.cpu_ms_per_frame for s in self.clean()]
+        return statistics.median(values) if values else None
 
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
@@ -74,11 +118,16 @@ class Row:
             latency_median_ms=self.latency_median(),
             latency_p90_ms=self.latency_p90(),
             throughput_median_fps=self.throughput(),
-            cpu_ms_per_frame_median=(
-                statistics.median(self.cpu_ms_per_frame) if self.cpu_ms_per_frame else None
-            ),
+            cpu_ms_per_frame_median=self.cpu_ms_per_frame(),
+            samples_used=len(self.clean()),
         )
         return data
+
+
+@dataclass
+class VideoSample:
+    fps: float
+    others: float | None = None
 
 
 @dataclass
@@ -90,17 +139,19 @@ class VideoRow:
     raw_key: str
     frames: int
     size: tuple[int, int]
-    fps: list[float] = field(default_factory=list)
+    samples: list[VideoSample] = field(default_factory=list)
     error: str | None = None
 
     def median(self) -> float | None:
-        return statistics.median(self.fps) if self.fps else None
+        values = [s.fps for s in _clean(self.samples)]
+        return statistics.median(values) if values else None
 
     def summary(self, rows: dict[str, Row]) -> dict[str, Any]:
         raw = rows[self.raw_key].throughput() if self.raw_key in rows else None
         e2e = self.median()
         return {
             **asdict(self),
+            "samples_used": len(_clean(self.samples)),
             "fps_median": e2e,
             "raw_throughput_fps": raw,
             "ratio_to_raw": (e2e / raw) if e2e and raw else None,
@@ -135,6 +186,24 @@ class BenchmarkReport:
             out[f"video_{video.key}_vs_raw"] = video.summary(rows)["ratio_to_raw"]
         return out
 
+    def contention(self) -> dict[str, Any]:
+        """How busy the rest of the machine was: the median share of all cores other
+        processes used while samples were taken, and how many samples counted as clean."""
+        shares = [s.others for row in self.rows for s in row.samples if s.others is not None] + [
+            s.others for v in self.video for s in v.samples if s.others is not None
+        ]
+        total = sum(len(r.samples) for r in self.rows) + sum(len(v.samples) for v in self.video)
+        used = sum(len(r.clean()) for r in self.rows) + sum(
+            len(_clean(v.samples)) for v in self.video
+        )
+        return {
+            "others_share_median": statistics.median(shares) if shares else None,
+            "others_share_max": max(shares) if shares else None,
+            "samples": total,
+            "samples_used": used,
+            "clean_threshold": CLEAN_SHARE,
+        }
+
     def to_json(self) -> dict[str, Any]:
         rows = self.by_key()
         return {
@@ -146,6 +215,7 @@ class BenchmarkReport:
             "results": [r.summary() for r in self.rows],
             "video": [v.summary(rows) for v in self.video],
             "ratios": self.ratios(),
+            "contention": self.contention(),
         }
 
     def write_json(self, dest: Path) -> None:
@@ -174,6 +244,17 @@ def cpu_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def cpu_busy_seconds() -> float | None:
+    """CPU time the whole machine has spent busy since boot (all cores), from /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        ticks = [int(v) for v in fields[:8]]
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks) - idle) / float(os.sysconf("SC_CLK_TCK"))
 
 
 def machine_info() -> dict[str, Any]:
@@ -282,6 +363,7 @@ def results_table(report: BenchmarkReport) -> Any:
         ("throughput (frames/s)", "right"),
         ("x ONNX Runtime", "right"),
         ("CPU ms/frame", "right"),
+        ("rounds used", "right"),
         ("matte vs FP32 f32: mean", "right"),
         ("max", "right"),
     ):
@@ -289,10 +371,10 @@ def results_table(report: BenchmarkReport) -> Any:
     for row in report.rows:
         if not row.ok:
             why = row.skipped or f"error: {row.error}"
-            table.add_row(row.label, row.model, row.precision, why, *[""] * 6)
+            table.add_row(row.label, row.model, row.precision, why, *[""] * 7)
             continue
         fps = row.throughput()
-        cpu = statistics.median(row.cpu_ms_per_frame) if row.cpu_ms_per_frame else None
+        cpu = row.cpu_ms_per_frame()
         table.add_row(
             row.label + (f" ({row.key})" if row.backend == "onnxruntime" else ""),
             row.model,
@@ -302,6 +384,7 @@ def results_table(report: BenchmarkReport) -> Any:
             _fmt(fps, ".2f"),
             _fmt(_ratio(fps, ort), ".2f"),
             _fmt(cpu, ".0f"),
+            f"{len(row.clean())}/{len(row.samples)}",
             _fmt(row.drift_mean, ".4f"),
             _fmt(row.drift_max, ".3f"),
         )
@@ -360,6 +443,14 @@ def summary_lines(report: BenchmarkReport) -> list[str]:
         ratio = ratios.get(f"video_{video.key}_vs_raw")
         if ratio is not None:
             lines.append(f"720p video, {video.label}: {ratio:.2f}x the IR's raw throughput")
+    busy = report.contention()
+    if busy["others_share_median"] is not None:
+        lines.append(
+            f"other processes used {100 * busy['others_share_median']:.0f}% of the CPU (median; "
+            f"max {100 * busy['others_share_max']:.0f}%) while samples were taken; "
+            f"{busy['samples_used']} of {busy['samples']} samples used (rounds where others took "
+            f"over {100 * CLEAN_SHARE:.0f}% are set aside when at least {MIN_CLEAN} clean remain)"
+        )
     machine = report.machine
     load = machine.get("loadavg")
     after = machine.get("loadavg_after")

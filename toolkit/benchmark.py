@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,10 @@ from toolkit.bench_report import (
     BenchmarkError,
     BenchmarkReport,
     Row,
+    Sample,
     VideoRow,
+    VideoSample,
+    cpu_busy_seconds,
     cpu_count,
     machine_info,
     peak_estimate,
@@ -336,8 +340,8 @@ class SilentProgress:
 def run_benchmark(
     bench: Plan,
     *,
-    rounds: int = 5,
-    seconds: float = 2.0,
+    rounds: int = 10,
+    seconds: float = 1.0,
     drift_images: int = 8,
     progress: Progress | None = None,
     settings: dict[str, Any] | None = None,
@@ -374,16 +378,20 @@ def run_benchmark(
                 if not cand.row.ok:
                     continue
                 try:
-                    cand.row.latency_ms.extend(cand.latency(image, seconds / 2))
-                    frames, wall, cpu = cand.throughput(image, seconds)
-                    cand.row.throughput_fps.append(frames / wall)
-                    cand.row.cpu_ms_per_frame.append(1000.0 * cpu / frames)
+                    with _Contention() as busy:
+                        latencies = cand.latency(image, seconds / 2)
+                        frames, wall, cpu = cand.throughput(image, seconds)
+                    cand.row.samples.append(
+                        Sample(latencies, frames / wall, 1000.0 * cpu / frames, busy.others)
+                    )
                 except Exception as exc:
                     cand.row.error = _first_line(exc)
             for video in bench.video:
                 if video.row.error is None:
                     try:
-                        video.row.fps.append(video.measure())
+                        with _Contention() as busy:
+                            fps = video.measure()
+                        video.row.samples.append(VideoSample(fps, busy.others))
                     except ToolkitError as exc:
                         video.row.error = str(exc)
     finally:
@@ -401,6 +409,27 @@ def run_benchmark(
         {"rounds": rounds, "seconds": seconds, "drift_images": drift_images, **(settings or {})},
         machine,
     )
+
+
+class _Contention:
+    """How much of the machine other processes used while the block ran (0..1, or None where
+    /proc/stat is not available): the machine's busy CPU time minus this process's own."""
+
+    others: float | None = None
+
+    def __enter__(self) -> _Contention:
+        self._busy = cpu_busy_seconds()
+        self._own = time.process_time()
+        self._wall = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy = cpu_busy_seconds()
+        wall = time.perf_counter() - self._wall
+        if busy is None or self._busy is None or wall <= 0:
+            return
+        other = (busy - self._busy) - (time.process_time() - self._own)
+        self.others = min(1.0, max(0.0, other / (wall * cpu_count())))
 
 
 def _fit(image: U8Image, size: tuple[int, int]) -> U8Image:

@@ -191,7 +191,7 @@ def benchmark(
     ] = False,
     rounds: Annotated[
         int, typer.Option("--rounds", metavar="N", min=1, max=1000, help="Round-robin rounds.")
-    ] = 5,
+    ] = 10,
     seconds: Annotated[
         float,
         typer.Option(
@@ -201,7 +201,7 @@ def benchmark(
             max=600.0,
             help="Throughput window per candidate and round (latency gets half).",
         ),
-    ] = 2.0,
+    ] = 1.0,
     video_frames: Annotated[
         int,
         typer.Option(
@@ -211,7 +211,7 @@ def benchmark(
             max=100_000,
             help="Frames of the generated 720p video (0: no video measurement).",
         ),
-    ] = 60,
+    ] = 40,
     video: Annotated[
         Path | None,
         typer.Option("--video", metavar="FILE", help="Measure on this video instead."),
