@@ -47,7 +47,8 @@ class Candidate(ABC):
 
     @abstractmethod
     def throughput(self, image: U8Image, seconds: float) -> tuple[int, float, float]:
-        """Keep the candidate busy for about ``seconds``; (frames, wall s, process CPU s)."""
+        """Keep the candidate busy for about ``seconds``; (frames, wall s, process CPU s) of
+        its steady state (see :class:`_Window`)."""
 
     def warm_up(self, image: U8Image) -> None:
         for _ in range(2):
@@ -155,15 +156,13 @@ class OpenVINOCandidate(Candidate):
 
     def throughput(self, image: U8Image, seconds: float) -> tuple[int, float, float]:
         x = self._input(image)
-        pool = len(self._queue)
-        frames = 0
-        start, cpu = time.perf_counter(), time.process_time()
-        deadline = start + seconds
-        while frames < 2 * pool or time.perf_counter() < deadline:
+        window = _Window(seconds)
+        self._queue.set_callback(lambda request, userdata: window.done())
+        while not window.finished():
             self._queue.start_async({0: x})  # blocks while every request is busy
-            frames += 1
+        window.close()
         self._queue.wait_all()
-        return frames, time.perf_counter() - start, time.process_time() - cpu
+        return window.result()
 
     def close(self) -> None:
         if self._queue is not None:
@@ -209,17 +208,25 @@ class OnnxRuntimeCandidate(Candidate):
 
     def throughput(self, image: U8Image, seconds: float) -> tuple[int, float, float]:
         x = _rgb_normalised(image)
-        counts = [0] * self.streams
-        start, cpu = time.perf_counter(), time.process_time()
-        deadline = start + seconds
+        window = _Window(seconds)
+        stop = threading.Event()
 
         def worker(i: int) -> None:
-            while counts[i] < 2 or time.perf_counter() < deadline:
-                self._tput.run(None, {self._name: x})
-                counts[i] += 1
+            try:
+                while not stop.is_set():
+                    self._tput.run(None, {self._name: x})
+                    window.done()
+            finally:
+                stop.set()  # a failing caller ends the window instead of hanging it
 
-        _run_threads(worker, self.streams)
-        return sum(counts), time.perf_counter() - start, time.process_time() - cpu
+        def until_done(i: int) -> None:
+            while not window.finished() and not stop.is_set():
+                time.sleep(0.002)
+            window.close()
+            stop.set()
+
+        _run_threads(lambda i: until_done(i) if i == self.streams else worker(i), self.streams + 1)
+        return window.result()
 
     def close(self) -> None:
         self._latency = self._tput = None
@@ -251,15 +258,62 @@ class PyTorchCandidate(Candidate):
         return np.asarray(out.numpy(), dtype=np.float32).reshape(image.shape[:2])
 
     def throughput(self, image: U8Image, seconds: float) -> tuple[int, float, float]:
-        frames = 0
-        start, cpu = time.perf_counter(), time.process_time()
-        while frames < 2 or time.perf_counter() < start + seconds:
+        window = _Window(seconds)
+        while not window.finished():
             self.run(image)
-            frames += 1
-        return frames, time.perf_counter() - start, time.process_time() - cpu
+            window.done()
+        window.close()
+        return window.result()
 
     def close(self) -> None:
         self._model = None
+
+
+class _Window:
+    """The steady-state rate of a busy period: completions counted from the first one to the
+    moment the caller stops feeding work.
+
+    Counting from the start would include the pipeline filling up; waiting for the last
+    requests would include the drain, where some streams idle while others finish. Both
+    hurt multi-stream candidates more than sequential ones, and more the shorter the window;
+    the window between the first completion and the stop has neither.
+    """
+
+    #: Completions after the first one before a window may close (a rate needs a few frames).
+    MIN_FRAMES = 4
+
+    def __init__(self, seconds: float) -> None:
+        self.start = time.perf_counter()
+        self.seconds = seconds
+        self.times: list[float] = []
+        self.first_cpu = 0.0
+        self.end = 0.0
+        self.end_cpu = 0.0
+        self._lock = threading.Lock()
+
+    def done(self) -> None:
+        """One frame finished (called from any thread)."""
+        now, cpu = time.perf_counter(), time.process_time()
+        with self._lock:
+            if not self.times:
+                self.first_cpu = cpu
+            self.times.append(now)
+
+    def finished(self) -> bool:
+        with self._lock:
+            frames = len(self.times) - 1
+        elapsed = time.perf_counter() - self.start
+        return frames >= self.MIN_FRAMES and elapsed >= self.seconds
+
+    def close(self) -> None:
+        """Stop counting: completions after this moment belong to the drain."""
+        self.end, self.end_cpu = time.perf_counter(), time.process_time()
+
+    def result(self) -> tuple[int, float, float]:
+        with self._lock:
+            first = self.times[0]
+            frames = sum(1 for t in self.times if first < t <= self.end)
+        return frames, self.end - first, self.end_cpu - self.first_cpu
 
 
 def _run_threads(worker: Callable[[int], None], count: int) -> None:
