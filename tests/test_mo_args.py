@@ -90,6 +90,8 @@ def test_input_with_shape_keeps_the_name() -> None:
         (["--output=a", "--output=b"], "given twice"),
         (["mean_values=1"], "expected a --flag"),
         (["--mean_values=a[1],a[2]"], "given twice"),
+        (["--input=[127.5]"], "needs a tensor name"),
+        (["--output=x,(y)"], "needs a tensor name"),
     ],
 )
 def test_bad_flags_are_errors_naming_the_flag(args: list[str], needle: str) -> None:

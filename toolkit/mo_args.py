@@ -43,7 +43,11 @@ _FALSE = ("false", "0", "no")
 
 
 def _err(flag: str, why: str) -> ConfigError:
-    return ConfigError(f"model_optimizer_args: {flag}: {why}")
+    """One line always: a value with a newline or control character is shown escaped."""
+    text = f"model_optimizer_args: {flag}: {why}"
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return ConfigError(text)
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,8 @@ def parse_mo_args(args: Sequence[str] | str) -> ModelOptimizerArgs:
             result[name] = _parse_shape(flag, value)
         elif name in ("input", "output"):
             names = tuple(re.sub(r"[\[(].*$", "", p).strip() for p in _split_top_level(value))
+            if not all(names):
+                raise _err(flag, f"{value!r}: every entry needs a tensor name (e.g. input[1,3,512,512])")
             result[name + "s"] = names
         elif name == "framework":
             if value.lower() != "onnx":
