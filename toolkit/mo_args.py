@@ -261,7 +261,9 @@ def parse_mo_args(args: Sequence[str] | str) -> ModelOptimizerArgs:
         elif name in ("input", "output"):
             names = tuple(re.sub(r"[\[(].*$", "", p).strip() for p in _split_top_level(value))
             if not all(names):
-                raise _err(flag, f"{value!r}: every entry needs a tensor name (e.g. input[1,3,512,512])")
+                raise _err(
+                    flag, f"{value!r}: every entry needs a tensor name (e.g. input[1,3,512,512])"
+                )
             result[name + "s"] = names
         elif name == "framework":
             if value.lower() != "onnx":

@@ -269,7 +269,11 @@ def benchmark(
     if json_file is not None:
         _check_writable(json_file)
     root = output_dir if output_dir is not None else default_root()
-    settings = {"root": str(root), "name": name, "command": " ".join(["modnet-tools", *sys.argv[1:]])}
+    settings = {
+        "root": str(root),
+        "name": name,
+        "command": " ".join(["modnet-tools", *sys.argv[1:]]),
+    }
     with video_file(video_frames, video) as clip:
         bench = plan(
             root,
