@@ -255,8 +255,9 @@ def test_an_unreadable_checkpoint_is_a_clear_error(
     secret.chmod(0o000)
     args = [secret] if command == "check-checkpoint" else ["--checkpoint", secret, "-o", "out"]
     proc = run_tool(command, *args, cwd=tmp_path, preexec_fn=unprivileged)
-    # Typer checks readability while parsing: a usage error (exit 2) that names the file.
+    # Typer checks readability while parsing: a one-line usage error (exit 2) naming the file.
     assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr and "not readable" in proc.stderr
     assert "secret.ckpt" in proc.stderr
     assert visible_files(tmp_path / "out") == []
@@ -273,8 +274,9 @@ def test_an_unreadable_model_config_is_a_clear_error(
     model.models_dir.chmod(0o000)
     proc = _download(model, tmp_path / "out", tmp_path, preexec_fn=unprivileged)
     model.models_dir.chmod(0o755)
-    # An unreadable --models-dir is caught while parsing: a usage error (exit 2) naming it.
+    # An unreadable --models-dir is caught while parsing: a one-line usage error (exit 2).
     assert proc.returncode == 2 and "not readable" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert visible_files(tmp_path / "out") == []
 

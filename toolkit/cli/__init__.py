@@ -10,6 +10,13 @@ from __future__ import annotations
 import sys
 import traceback
 
+from typer import Abort
+
+try:  # Typer >= 0.29 vendors Click; older releases use the click package
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[no-redef]
+
 # Each module registers its commands on ``app`` when imported.
 from toolkit.cli import (  # noqa: F401  (imported for their side effect)
     checkpoint_cmd,
@@ -21,6 +28,9 @@ from toolkit.cli import (  # noqa: F401  (imported for their side effect)
 )
 from toolkit.cli.app import State, app
 from toolkit.errors import ToolkitError
+
+#: The exit code Typer returns for Ctrl-C (128 + SIGINT).
+_INTERRUPTED = 130
 
 #: OMZ's underscore spellings, accepted so that omz_downloader/omz_converter scripts keep working.
 OMZ_ALIASES = {
@@ -57,16 +67,34 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _usage_line(exc: ClickException) -> str:
+    """Click's message on one line, with where to look for help."""
+    text = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        text += f" (see '{ctx.command_path} --help')"
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with its code.
 
-    Typer runs in standalone mode (it prints usage errors and exits 2 itself); what reaches
-    this function is an exception raised by a command.
+    Typer runs outside its standalone mode so that every outcome is reported here the same
+    way: usage errors and command failures as one ``error:`` line, Ctrl-C as "interrupted".
     """
     args = translate_aliases(list(sys.argv[1:] if argv is None else argv))
     State.verbose = "--verbose" in args or "-v" in args[:1]
     try:
-        app(args=args, prog_name="modnet-tools")
+        code = app(args=args, prog_name="modnet-tools", standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # bare ``modnet-tools`` or a group without a command
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ClickException as exc:  # bad usage caught while parsing: one line, not a box
+        _error(_usage_line(exc))
+        sys.exit(exc.exit_code)
+    except Abort:
+        _error("aborted")
+        sys.exit(1)
     except ToolkitError as exc:
         if State.verbose:
             traceback.print_exc()
@@ -88,7 +116,9 @@ def main(argv: list[str] | None = None) -> None:
             f"unexpected {type(exc).__name__}: {_one_line(exc)} (run with --verbose for details)"
         )
         sys.exit(1)
-    sys.exit(0)
+    if code == _INTERRUPTED:  # Typer turns Ctrl-C into a silent Exit(130)
+        _error("interrupted")
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 __all__ = ["app", "main"]
