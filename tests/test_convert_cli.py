@@ -47,10 +47,30 @@ def test_convert_fp16_after_download_writes_omz_paths_then_reruns_for_free(
         assert needle in proc.stdout
     xml = root / conv / "FP16" / f"{WEBCAM}.xml"
     stamp = xml.stat().st_mtime_ns
+    # What a SIGKILLed convert leaves (its temporaries), next to what it must not touch: a
+    # download's resumable partial file and quantize's staging folder.
+    model_dir = root / conv
+    stale = [
+        model_dir / ".modnet_webcam_portrait_matting.onnx.k1ll3d.onnx.part",
+        model_dir / "FP16" / f".{WEBCAM}.xml.abc123.xml.part",
+        model_dir / "FP16" / f".{WEBCAM}.bin.abc123.bin.part",
+        model_dir / "FP16" / ".staging.x7y8z9" / f"{WEBCAM}.bin",
+    ]
+    kept = [
+        model_dir / ".modnet_webcam_portrait_matting.ckpt.0123456789ab.part",
+        model_dir / "FP16-INT8" / ".staging.q1w2e3" / f"{WEBCAM}.bin",
+    ]
+    for path in stale + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
     again = run_cli("convert", "--precision", "FP16", "-o", root)
     assert again.returncode == 0, again.stderr
     assert "up to date" in again.stdout and "Verifying" not in again.stdout
     assert xml.stat().st_mtime_ns == stamp
+    assert "removed 4 temporary file(s)" in again.stdout, again.stdout
+    assert [p for p in stale if p.exists()] == []
+    assert not (model_dir / "FP16" / ".staging.x7y8z9").exists()
+    assert all(p.read_bytes() == b"half" for p in kept)
 
 
 def test_dry_run_prints_every_step_and_writes_nothing(

@@ -184,6 +184,7 @@ def test_convert_interrupted_at_each_step_then_rerun(
         assert "Verifying" in rerun.stdout, rerun.stdout[-3000:]
         assert not (_conv_dir(out) / ".convert-unverified").exists()
     _assert_whole_conversion_files(out)
+    assert leftovers(out) == []  # the rerun swept what a killed run left behind
     for precision in ("FP16", "FP32"):
         assert (_conv_dir(out) / precision / f"{WEBCAM}.xml").is_file()
     assert (_conv_dir(out) / ONNX_NAME).is_file()

@@ -10,6 +10,7 @@ skipping any file whose recorded recipe matches (unless forced) and verifying th
 from __future__ import annotations
 
 import shlex
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -337,6 +338,7 @@ def _run_job_locked(
     from toolkit.hashing import file_digest
 
     result = JobResult(job.name)
+    _sweep_temporaries(job, reporter)
     _discard_unverified(job, reporter)
     recipe = Recipe(
         file_digest(job.checkpoint),
@@ -407,6 +409,41 @@ def _run_job_locked(
     _unverified_marker(job).unlink(missing_ok=True)
     result.written = written
     return result
+
+
+def _stale_temporaries(job: ConvertJob) -> list[Path]:
+    """Temporaries of convert's own writers that a killed run left behind.
+
+    Only convert's names: ``.<file>.*.part`` of the ONNX, ``.xml`` and ``.bin`` it writes, and
+    ``.staging.*`` folders in the FP32/FP16 folders. A download's resumable
+    ``.<checkpoint>.<hash>.part`` beside the ONNX, and the FP16-INT8 folder that ``quantize``
+    writes, are left alone. Called with the model folder locked, so no other convert is
+    writing these right now.
+    """
+    from toolkit.convert import PRECISIONS
+
+    found = sorted(job.conv_dir.glob(f".{job.onnx_path.name}.*.part"))
+    for precision in job.precisions:
+        if precision not in PRECISIONS:
+            continue
+        xml = job.xml_path(precision)
+        folder = xml.parent
+        for pattern in (f".{xml.name}.*.part", f".{xml.with_suffix('.bin').name}.*.part"):
+            found += sorted(folder.glob(pattern))
+        found += sorted(p for p in folder.glob(".staging.*") if p.is_dir())
+    return found
+
+
+def _sweep_temporaries(job: ConvertJob, reporter: Reporter) -> None:
+    """Remove what :func:`_stale_temporaries` finds, saying so."""
+    stale = _stale_temporaries(job)
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if stale:
+        reporter.info(f"  removed {len(stale)} temporary file(s) an interrupted run left behind")
 
 
 def _unverified_marker(job: ConvertJob) -> Path:
