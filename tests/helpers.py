@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+from pathlib import Path
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -14,3 +16,13 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
     assert lines[-1].startswith("error: "), proc.stderr
     for needle in needles:
         assert needle.lower() in proc.stderr.lower(), (needle, proc.stderr)
+
+
+class CreatesFile:
+    """Unpickling this would create a file: the canary of code execution."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.target}",))

@@ -10,20 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import assert_one_line_error
+from tests.helpers import CreatesFile, assert_one_line_error
 from toolkit.checkpoint import LEGACY_MAGIC, ZIP_MAGIC, load_model, load_state_dict, sniff
 from toolkit.errors import CheckpointError
 from toolkit.random_checkpoint import random_state_dict, write_random_checkpoint
-
-
-class _CreatesFile:
-    """Unpickling this would create a file: the canary of code execution."""
-
-    def __init__(self, target: Path) -> None:
-        self.target = target
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, (f"touch {self.target}",))
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +103,11 @@ def test_a_pickle_that_would_create_a_file_is_refused_and_nothing_runs(
     canary = tmp_path / "pwned"
     path = tmp_path / "evil.ckpt"
     torch.save(
-        {"module.backbone.x": _CreatesFile(canary)}, path, _use_new_zipfile_serialization=zip_format
+        {"module.backbone.x": CreatesFile(canary)}, path, _use_new_zipfile_serialization=zip_format
     )
     # Prove the payload is live: a full unpickle of the same object does create a file.
     live = tmp_path / "live"
-    pickle.loads(pickle.dumps(_CreatesFile(live)))
+    pickle.loads(pickle.dumps(CreatesFile(live)))
     assert live.exists()
     with pytest.raises(CheckpointError, match=r"refused.*nothing in it was run"):
         load_state_dict(path)
@@ -127,7 +117,7 @@ def test_a_pickle_that_would_create_a_file_is_refused_and_nothing_runs(
 def test_a_bare_malicious_pickle_is_refused_without_unpickling(tmp_path: Path) -> None:
     canary = tmp_path / "pwned"
     path = tmp_path / "evil.pkl"
-    path.write_bytes(pickle.dumps(_CreatesFile(canary), protocol=2))
+    path.write_bytes(pickle.dumps(CreatesFile(canary), protocol=2))
     with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
         load_state_dict(path)
     assert not canary.exists()
@@ -184,7 +174,7 @@ def bad_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple
     torch.save(nonfinite, tmp / "nan.ckpt")
     cases["nan"] = (tmp / "nan.ckpt", "NaN")
     canary = tmp / "pwned"
-    torch.save({"module.x": _CreatesFile(canary)}, tmp / "evil.ckpt")
+    torch.save({"module.x": CreatesFile(canary)}, tmp / "evil.ckpt")
     cases["evil"] = (tmp / "evil.ckpt", "refused")
     cases["missing"] = (tmp / "does-not-exist.ckpt", "no such file")
     return cases

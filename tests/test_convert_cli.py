@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import RunCli
 from tests.fixtures_convert import WEBCAM, Converted
-from tests.helpers import assert_one_line_error
+from tests.helpers import CreatesFile, assert_one_line_error
 from toolkit.random_checkpoint import write_random_checkpoint
 
 PHOTO = "modnet-photographic-portrait-matting"
@@ -113,16 +113,6 @@ def test_a_missing_checkpoint_says_which_command_to_run(run_cli: RunCli, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
-class _CreatesFile:
-    """Unpickling this would create a file: the canary of code execution."""
-
-    def __init__(self, target: Path) -> None:
-        self.target = target
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, (f"touch {self.target}",))
-
-
 @pytest.fixture(scope="module")
 def evil_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
     """Each kind of bad checkpoint, built as tests/test_checkpoint.py builds them."""
@@ -148,7 +138,7 @@ def evil_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tupl
     for fmt in ("legacy", "zip"):
         path = tmp / f"code_{fmt}.ckpt"
         torch.save(
-            {"module.x": _CreatesFile(tmp / "pwned")},
+            {"module.x": CreatesFile(tmp / "pwned")},
             path,
             _use_new_zipfile_serialization=fmt == "zip",
         )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from toolkit.cli.app import app
-from toolkit.cli.options import All, ListFile, ModelsDir, Name, PrintAll
+from toolkit.cli.options import All, DownloadDir, ListFile, ModelsDir, Name, PrintAll
 from toolkit.errors import ToolkitError, UsageError, require
 
 if TYPE_CHECKING:
@@ -59,14 +59,7 @@ def convert(
     list_file: ListFile = None,
     print_all: PrintAll = False,
     models_dir: ModelsDir = None,
-    download_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--download-dir",
-            "-d",
-            help="Where `download` put the checkpoints (default $MODNET_TOOLS_HOME, else ./cache).",
-        ),
-    ] = None,
+    download_dir: DownloadDir = None,
     output_dir: Annotated[
         Path | None,
         typer.Option(

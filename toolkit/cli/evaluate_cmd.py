@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from toolkit.cli.app import app
-from toolkit.cli.options import OutputDir
+from toolkit.cli.options import Device, JsonFile, OutputDir
 from toolkit.errors import ToolkitError, UsageError
 
 if TYPE_CHECKING:  # the evaluation core pulls in OpenCV: import it only when the command runs
@@ -210,10 +210,7 @@ def evaluate(
         int | None,
         typer.Option("--limit", metavar="N", min=1, help="Evaluate only the first N images."),
     ] = None,
-    json_file: Annotated[
-        Path | None,
-        typer.Option("--json", metavar="FILE", help="Also write the figures to this JSON file."),
-    ] = None,
+    json_file: JsonFile = None,
     compare: Annotated[
         bool,
         typer.Option(
@@ -230,9 +227,7 @@ def evaluate(
             help="OpenVINO INFERENCE_PRECISION_HINT: f32 (default) or bf16 (repeatable).",
         ),
     ] = None,
-    device: Annotated[
-        str, typer.Option("--device", metavar="DEVICE", help="OpenVINO device.")
-    ] = "CPU",
+    device: Device = "CPU",
 ) -> None:
     """Measure MAD / MSE on a matting dataset exactly as Open Model Zoo's accuracy check does.
 

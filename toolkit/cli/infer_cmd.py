@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from toolkit.cli.app import app
+from toolkit.cli.options import Device, DownloadDir
 from toolkit.errors import ToolkitError, UsageError
 from toolkit.fastpath import FAST_HELP
 
@@ -194,7 +195,7 @@ def infer(
             "else $MODNET_TOOLS_HOME, else ./cache).",
         ),
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="OpenVINO device.")] = "CPU",
+    device: Device = "CPU",
     inference_precision: Annotated[
         str,
         typer.Option(
@@ -286,15 +287,7 @@ def infer(
             "--checkpoint", help="--verify: the PyTorch checkpoint (default: downloaded)."
         ),
     ] = None,
-    download_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--download-dir",
-            "-d",
-            help="Where `download` put the checkpoint (for --verify; also the default "
-            "--model-root, as for convert). Default $MODNET_TOOLS_HOME, else ./cache.",
-        ),
-    ] = None,
+    download_dir: DownloadDir = None,
     onnx: Annotated[
         Path | None,
         typer.Option("--onnx", help="--verify: the exported ONNX (default: convert's)."),

@@ -38,3 +38,18 @@ OutputDir = Annotated[
         help="Root of the public/<name>/ tree (default $MODNET_TOOLS_HOME, else ./cache).",
     ),
 ]
+Device = Annotated[
+    str, typer.Option("--device", metavar="DEVICE", help="OpenVINO device (CPU, GPU, AUTO...).")
+]
+JsonFile = Annotated[
+    Path | None,
+    typer.Option("--json", metavar="FILE", help="Also write the figures to this JSON file."),
+]
+DownloadDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--download-dir",
+        "-d",
+        help="Where `download` put the checkpoints (default $MODNET_TOOLS_HOME, else ./cache).",
+    ),
+]

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from toolkit.cli.app import app
-from toolkit.cli.options import OutputDir
+from toolkit.cli.options import Device, JsonFile, OutputDir
 from toolkit.errors import ToolkitError, UsageError
 
 DEFAULT_MODEL = "modnet-webcam-portrait-matting"
@@ -77,13 +77,8 @@ def quantize(
     force: Annotated[
         bool, typer.Option("--force", help="Quantize again even if the INT8 IR is up to date.")
     ] = False,
-    json_file: Annotated[
-        Path | None,
-        typer.Option("--json", metavar="FILE", help="Also write the result to this JSON file."),
-    ] = None,
-    device: Annotated[
-        str, typer.Option("--device", metavar="DEVICE", help="OpenVINO device for the drift.")
-    ] = "CPU",
+    json_file: JsonFile = None,
+    device: Device = "CPU",
 ) -> None:
     """Make an FP16-INT8 IR with NNCF post-training quantization from the FP32 IR that
     `convert` wrote: <output-dir>/public/<name>/FP16-INT8/<name>.xml. Prints the matte drift
@@ -226,13 +221,8 @@ def benchmark(
             help="Held-out images for the matte difference from the FP32 IR at f32.",
         ),
     ] = 8,
-    json_file: Annotated[
-        Path | None,
-        typer.Option("--json", metavar="FILE", help="Also write every figure to this JSON file."),
-    ] = None,
-    device: Annotated[
-        str, typer.Option("--device", metavar="DEVICE", help="OpenVINO device.")
-    ] = "CPU",
+    json_file: JsonFile = None,
+    device: Device = "CPU",
 ) -> None:
     """Latency and throughput of every IR (FP32, FP16, FP16-INT8) at f32 and bf16, the
     infer --fast mode, ONNX Runtime and PyTorch, measured side by side in one run, plus 720p
