@@ -131,11 +131,15 @@ def test_benchmark_cli_writes_tables_and_json(
         if row["key"] in keys - {"pytorch"} and row["skipped"] is None:
             assert _positive(row["throughput_median_fps"]) and _positive(row["latency_median_ms"])
     videos = {v["key"]: v for v in data["video"]}
-    assert set(videos) == {"infer", "fast"}
+    assert set(videos) == {"infer", "infer-alpha", "fast", "fast-alpha"}
     for video in videos.values():
         assert video["frames"] == 4 and video["size"] == [1280, 720]
         assert _positive(video["fps_median"]) and _positive(video["ratio_to_raw"])
-    assert videos["infer"]["raw_key"] == "ov-FP32-f32" and videos["fast"]["raw_key"] == "fast"
+    for key in ("infer", "infer-alpha"):
+        assert videos[key]["raw_key"] == "ov-FP32-f32"
+    for key in ("fast", "fast-alpha"):
+        assert videos[key]["raw_key"] == "fast"
+    assert "--no-alpha" in videos["infer"]["label"] and "matte" in videos["infer-alpha"]["label"]
     for key in ("openvino_fp32_f32_vs_onnxruntime", "fast_vs_onnxruntime", "video_fast_vs_raw"):
         assert _positive(data["ratios"][key]), key
     busy = data["contention"]

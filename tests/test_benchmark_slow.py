@@ -78,7 +78,9 @@ def test_quantize_and_benchmark_the_512_model(run_cli, converted_tame, tmp_path:
         "fast_vs_onnxruntime",
         "video_infer_vs_raw",
         "video_fast_vs_raw",
+        "video_infer-alpha_vs_raw",
+        "video_fast-alpha_vs_raw",
     ):
         assert math.isfinite(ratios[key]) and ratios[key] > 0, key
-    assert {v["key"] for v in data["video"]} == {"infer", "fast"}
+    assert {v["key"] for v in data["video"]} == {"infer", "infer-alpha", "fast", "fast-alpha"}
     assert all(v["frames"] == 8 for v in data["video"])

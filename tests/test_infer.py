@@ -249,6 +249,62 @@ def test_infer_runs_where_torch_cannot_be_imported(
 # --- the runner in process ----------------------------------------------------------------------
 
 
+def test_no_alpha_writes_only_the_other_results(
+    run_cli: RunCli,
+    infer_model: InferModel,
+    sample_photo: Path,
+    sample_video: Path,
+    tmp_path: Path,
+) -> None:
+    """OMZ's demo writes only the composite; ``--no-alpha`` does the same (and for a video
+    saves the matte's whole encode). The composite is the same as with the matte written."""
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    common = ["--model-root", infer_model.root, "-b", "omz", "--no-rgba"]
+    proc = run_cli("infer", sample_photo, sample_video, "-o", out, "--no-alpha", *common)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "astronaut_composite.png",
+        "clip_composite.avi",
+    ]
+    proc = run_cli("infer", sample_photo, sample_video, "-o", ref, *common)  # same session mode
+    assert proc.returncode == 0, proc.stderr
+    assert np.array_equal(
+        _read(out / "astronaut_composite.png"), _read(ref / "astronaut_composite.png")
+    )
+    cap = cv2.VideoCapture(str(out / "clip_composite.avi"))
+    frames = 0
+    while cap.grab():
+        frames += 1
+    assert frames == 8
+
+    # A video with nothing left to write fails alone; the photo still gets its cut-out.
+    lone = tmp_path / "lone"
+    proc = run_cli(
+        "infer",
+        sample_video,
+        sample_photo,
+        "-o",
+        lone,
+        "--no-alpha",
+        "--model-root",
+        infer_model.root,
+    )
+    assert proc.returncode == 1
+    assert "nothing to write for a video with --no-alpha" in proc.stderr
+    assert sorted(p.name for p in lone.iterdir()) == ["astronaut_rgba.png"]
+    proc = run_cli(
+        "infer",
+        sample_photo,
+        "-o",
+        lone,
+        "--no-alpha",
+        "--no-rgba",
+        "--model-root",
+        infer_model.root,
+    )
+    assert proc.returncode == 2 and "nothing to write" in proc.stderr, proc.stderr
+
+
 def test_keep_aspect_side_by_side_and_no_rgba(
     infer_model: InferModel, astronaut_bgr: npt.NDArray[np.uint8], tmp_path: Path
 ) -> None:

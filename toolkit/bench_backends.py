@@ -361,10 +361,13 @@ def make_video(dest: Path, frames: int, size: tuple[int, int] = VIDEO_SIZE) -> P
 class VideoCandidate:
     """The ``infer`` runner on a video file, with a session made once (compiled and warm)."""
 
-    def __init__(self, row: VideoRow, make_session: Callable[[], Any], video: Path) -> None:
+    def __init__(
+        self, row: VideoRow, make_session: Callable[[], Any], video: Path, *, alpha: bool = True
+    ) -> None:
         self.row = row
         self.make_session = make_session
         self.video = video
+        self.alpha = alpha  # also write the matte video (infer's default), or only the composite
         self.session: Any = None
         self._out: tempfile.TemporaryDirectory[str] | None = None
 
@@ -382,6 +385,7 @@ class VideoCandidate:
             output_dir=Path(self._out.name),
             background=Background(color=OMZ_BACKGROUND_BGR, description="omz"),
             rgba=False,
+            alpha=self.alpha,
             max_frames=max_frames,
         )
         item = InputItem(kind="video", label=str(self.video), path=self.video)

@@ -26,7 +26,7 @@ import contextlib
 import importlib.util
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -296,30 +296,33 @@ def _find_checkpoint(root: Path, name: str) -> Path | None:
 def _video_candidates(
     fp32: Path, candidates: list[Candidate], video: Path, device: str
 ) -> list[VideoCandidate]:
-    """The default infer path (FP32 IR at f32) and the fast mode, on the same video."""
+    """The default infer path (FP32 IR at f32) and the fast mode, on the same video, each
+    writing the composite only (what OMZ's demo writes: ``-b omz --no-alpha``) and the
+    composite plus the matte video (``-b omz``, a second encode per frame)."""
     from toolkit.session import MattingSession
 
-    out = [
-        VideoCandidate(
-            VideoRow("infer", "infer (FP32 IR, f32)", "ov-FP32-f32", 0, VIDEO_SIZE),
-            lambda: MattingSession.from_xml(
-                fp32, device=device, precision="f32", performance="throughput"
-            ),
-            video,
+    def fp32_session() -> Any:
+        return MattingSession.from_xml(
+            fp32, device=device, precision="f32", performance="throughput"
         )
+
+    setups: list[tuple[str, str, str, Callable[[], Any]]] = [
+        ("infer", "infer -b omz", "ov-FP32-f32", fp32_session)
     ]
     fast = next((c for c in candidates if c.row.key == "fast"), None)
     if fast is not None:
         from toolkit.fastpath import fast_session
 
         xml = Path(fast.row.path)
-        out.append(
-            VideoCandidate(
-                VideoRow("fast", "infer --fast", "fast", 0, VIDEO_SIZE),
-                lambda: fast_session(xml, device=device),
-                video,
-            )
+        setups.append(
+            ("fast", "infer --fast -b omz", "fast", lambda: fast_session(xml, device=device))
         )
+    out = []
+    for key, label, raw_key, make in setups:
+        for alpha in (False, True):
+            suffix, text = ("-alpha", " (+ matte video)") if alpha else ("", " --no-alpha")
+            row = VideoRow(key + suffix, label + text, raw_key, 0, VIDEO_SIZE)
+            out.append(VideoCandidate(row, make, video, alpha=alpha))
     return out
 
 

@@ -82,6 +82,7 @@ class InferOptions:
     background: Background | None = None
     side_by_side: bool = False
     rgba: bool = True
+    alpha: bool = True
     ofd: bool = False
     ofd_tolerance: float = 0.1
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -160,7 +161,7 @@ class Plan:
         ext = self.item.path.suffix.lower() if self.item.path else ".png"
         ext = ext if ext in _WRITABLE_IMAGE_EXTS else ".png"
         out = options.output_dir
-        files = {"alpha": out / f"{self.stem}_alpha.png"}
+        files = {"alpha": out / f"{self.stem}_alpha.png"} if options.alpha else {}
         if options.rgba:
             files["rgba"] = out / f"{self.stem}_rgba.png"
         if options.background is not None:
@@ -172,7 +173,7 @@ class Plan:
     def video_outputs(self, options: InferOptions) -> dict[str, Path]:
         ext = output_extension(self.item.path)
         out = options.output_dir
-        files = {"alpha": out / f"{self.stem}_alpha{ext}"}
+        files = {"alpha": out / f"{self.stem}_alpha{ext}"} if options.alpha else {}
         if options.background is not None:
             files["composite"] = out / f"{self.stem}_composite{ext}"
         if options.side_by_side:
@@ -297,8 +298,9 @@ def write_image_results(
         level = options.png_compression
         alpha8 = quantize_alpha(alpha)
         view: U8Image = alpha8
-        _write_image(files["alpha"], alpha8, level)
-        result.outputs.append(files["alpha"])
+        if "alpha" in files:
+            _write_image(files["alpha"], alpha8, level)
+            result.outputs.append(files["alpha"])
         if "rgba" in files:
             _write_image(files["rgba"], cutout(frame, alpha8), level)
             result.outputs.append(files["rgba"])
@@ -450,6 +452,11 @@ class Runner:
         stack: contextlib.ExitStack,
     ) -> int:
         files = plan.video_outputs(self.options)
+        if not files:
+            raise ToolkitError(
+                f"{plan.item.label}: nothing to write for a video with --no-alpha: "
+                "add --background or --side-by-side"
+            )
         width, height = reader.width, reader.height
         writers = {
             kind: stack.enter_context(
@@ -471,7 +478,8 @@ class Runner:
         def encode(frame: U8Image, alpha: F32Array) -> ItemResult | None:
             alpha8 = quantize_alpha(alpha)
             view: U8Image = grey_to_bgr(alpha8)
-            writers["alpha"].write(view)
+            if "alpha" in writers:
+                writers["alpha"].write(view)
             if background is not None:
                 view = composite(frame, alpha8, background.render(frame))
                 writers["composite"].write(view)

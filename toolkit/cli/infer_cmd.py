@@ -232,6 +232,14 @@ def infer(
     no_rgba: Annotated[
         bool, typer.Option("--no-rgba", help="Do not write the <stem>_rgba.png cut-outs.")
     ] = False,
+    no_alpha: Annotated[
+        bool,
+        typer.Option(
+            "--no-alpha",
+            help="Do not write the <stem>_alpha matte (e.g. only the composite, as OMZ's demo; "
+            "for video this saves a whole second encode).",
+        ),
+    ] = False,
     ofd: Annotated[
         bool,
         typer.Option("--ofd", help="Video: one-frame-delay smoothing against flicker (paper)."),
@@ -307,6 +315,8 @@ def infer(
 
     mode = parse_resize(resize)
     hint = parse_precision(inference_precision)
+    if no_alpha and no_rgba and background is None and not side_by_side:
+        raise UsageError("--no-alpha with --no-rgba leaves nothing to write: add --background")
     if not 0.0 < ofd_tolerance < 1.0:
         raise UsageError(f"--ofd-tolerance must be between 0 and 1, not {ofd_tolerance}")
     # Our --max-pixels replaces Pillow's own bomb guard (which would warn or refuse first),
@@ -350,6 +360,7 @@ def infer(
         background=bg,
         side_by_side=side_by_side,
         rgba=not no_rgba,
+        alpha=not no_alpha,
         ofd=ofd,
         ofd_tolerance=ofd_tolerance,
         max_pixels=max_pixels,
