@@ -251,3 +251,27 @@ def test_samples_taken_while_the_machine_was_busy_are_set_aside() -> None:
     noisy = Row("k", "label", "openvino", "FP32", "f32", "x.xml")
     noisy.samples = [Sample([10.0], 5.0, 400.0, 0.5), Sample([20.0], 3.0, 400.0, 0.01)]
     assert len(noisy.clean()) == 2  # too few clean ones: every sample counts
+
+
+def test_the_fp32_row_is_set_against_the_peak_and_a_boosting_cpu_is_named() -> None:
+    from toolkit.bench_report import BenchmarkReport, Row, Sample, summary_lines
+
+    zen4 = {
+        "vendor": "AuthenticAMD",
+        "isa": ["avx2", "avx512f", "avx512_bf16", "avx512_vnni"],
+        "mhz": 2600.0,
+        "cores": 2,
+    }
+
+    def lines(fps: float) -> list[str]:
+        row = Row("ov-FP32-f32", "OpenVINO FP32 IR", "openvino", "FP32", "f32", "x.xml")
+        row.samples = [Sample([100.0], fps, 300.0, 0.0)]
+        report = BenchmarkReport([row], [], {}, zen4)
+        return [ln for ln in summary_lines(report) if ln.startswith("achieved:")]
+
+    # 166.4 GFLOP/s peak at 2.6 GHz; 4 frames/s x 31.16 = 124.6 GFLOP/s = 75 %.
+    [line] = lines(4.0)
+    assert "125 GFLOP/s = 75% of the fp32 peak at 2.60 GHz" in line and "boost" not in line
+    # 6.25 frames/s = 194.8 GFLOP/s: more than the nominal clock allows.
+    [line] = lines(6.25)
+    assert "117% of the fp32 peak" in line and "at least 3.04 GHz" in line
