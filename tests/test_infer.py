@@ -408,6 +408,25 @@ def test_verify_compares_ir_onnx_and_pytorch(
     assert_one_line_error(proc)
 
 
+def test_verify_finds_the_downloaded_checkpoint_under_the_model_root(
+    run_cli: RunCli, infer_model: InferModel, sample_photo: Path, tmp_path: Path
+) -> None:
+    """After `download -o R` and `convert -o R`, `infer --model-root R --verify` needs nothing
+    else: the checkpoint is looked for under R, not only under the default ./cache."""
+    root = tmp_path / "R"
+    model = root / "public" / "modnet-webcam-portrait-matting"
+    shutil.copytree(infer_model.xml.parent, model / "FP32")
+    shutil.copy(infer_model.onnx, model / infer_model.onnx.name)
+    shutil.copy(infer_model.checkpoint, model / "modnet_webcam_portrait_matting.ckpt")
+    proc = run_cli("infer", sample_photo, "--verify", "--model-root", root, "-o", "out")
+    assert proc.returncode == 0, proc.stderr
+    assert "ONNX Runtime" in proc.stdout and "OpenVINO" in proc.stdout
+    (model / "modnet_webcam_portrait_matting.ckpt").unlink()
+    proc = run_cli("infer", sample_photo, "--verify", "--model-root", root, "-o", "out2")
+    assert_one_line_error(proc, "needs the PyTorch checkpoint", str(model), "cache")
+    assert not (tmp_path / "out2").exists()
+
+
 def test_outputs_of_a_rotated_phone_photo_are_upright_at_its_displayed_size(
     infer_session: MattingSession, astronaut_bgr: npt.NDArray[np.uint8], tmp_path: Path
 ) -> None:

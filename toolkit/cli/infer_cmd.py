@@ -113,6 +113,7 @@ def _verify(
     name: str,
     checkpoint: Path | None,
     download_dir: Path | None,
+    model_root: Path | None,
     onnx: Path | None,
     max_pixels: int,
 ) -> None:
@@ -127,18 +128,26 @@ def _verify(
     from toolkit.paths import default_root, model_dir
     from toolkit.verify import verify_ir
 
-    root = download_dir if download_dir is not None else default_root()
+    # The checkpoint sits where `download` put it: -d if given, else beside the IR's tree
+    # (convert writes into its download dir by default), else the default root.
+    xml_root = session.xml.parent.parent.parent.parent  # <root>/public/<name>/<PREC>/<x>.xml
+    roots = list(dict.fromkeys(r for r in (download_dir, model_root, xml_root) if r is not None))
+    if download_dir is None:
+        roots.append(default_root())
     if checkpoint is None:
-        checkpoint = _checkpoint_path(root, name)
+        looked = [_checkpoint_path(r, name) for r in dict.fromkeys(roots)]
+        checkpoint = next((p for p in looked if p.is_file()), looked[0])
+        if not checkpoint.is_file():
+            raise ToolkitError(
+                f"--verify needs the PyTorch checkpoint; none at {' or '.join(map(str, looked))} "
+                "(run `modnet-tools download` first, or pass --checkpoint)"
+            )
     if not checkpoint.is_file():
-        raise ToolkitError(
-            f"--verify needs the PyTorch checkpoint; none at {checkpoint} "
-            "(run `modnet-tools download` first, or pass --checkpoint)"
-        )
+        raise ToolkitError(f"--verify: checkpoint {checkpoint} does not exist")
     if onnx is None:
         guess = session.xml.parent.parent / f"{session.xml.stem.replace('-', '_')}.onnx"
-        fallback = model_dir(root, name) / f"{name.replace('-', '_')}.onnx"
-        onnx = next((p for p in (guess, fallback) if p.is_file()), None)
+        fallbacks = [model_dir(r, name) / f"{name.replace('-', '_')}.onnx" for r in roots]
+        onnx = next((p for p in (guess, *fallbacks) if p.is_file()), None)
     images = [i for i in expand_inputs(inputs) if i.kind == "image" and i.path is not None]
     if not images:
         raise UsageError("--verify needs at least one image input")
@@ -353,7 +362,7 @@ def infer(
         requests=requests,
     )
     if verify:
-        _verify(session, inputs, name, checkpoint, download_dir, onnx, max_pixels)
+        _verify(session, inputs, name, checkpoint, download_dir, model_root, onnx, max_pixels)
 
     options = InferOptions(
         output_dir=output_dir,
