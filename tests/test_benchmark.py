@@ -201,16 +201,19 @@ def test_benchmark_usage_errors_exit_2(run_cli, args) -> None:  # type: ignore[n
     assert "Traceback" not in result.stderr
 
 
+#: This machine's CPU as machine_info() describes it (nominal clock, AVX-512 with bf16 and VNNI).
+ZEN4 = {
+    "vendor": "AuthenticAMD",
+    "isa": ["avx2", "avx512f", "avx512_bf16", "avx512_vnni"],
+    "mhz": 2600.0,
+    "cores": 2,
+}
+
+
 def test_peak_estimate_states_its_assumptions() -> None:
     from toolkit.benchmark import peak_estimate
 
-    zen4 = {
-        "vendor": "AuthenticAMD",
-        "isa": ["avx2", "avx512f", "avx512_bf16", "avx512_vnni"],
-        "mhz": 2600.0,
-        "cores": 2,
-    }
-    peak = peak_estimate(zen4)
+    peak = peak_estimate(ZEN4)
     assert peak["per_cycle_per_core"] == {"fp32": 32, "bf16": 64, "int8": 128}
     assert peak["fp32"]["gflop_s"] == pytest.approx(2 * 2.6 * 32)
     assert peak["fp32"]["max_fps"] == pytest.approx(2 * 2.6 * 32 / 31.16)
@@ -256,17 +259,11 @@ def test_samples_taken_while_the_machine_was_busy_are_set_aside() -> None:
 def test_the_fp32_row_is_set_against_the_peak_and_a_boosting_cpu_is_named() -> None:
     from toolkit.bench_report import BenchmarkReport, Row, Sample, summary_lines
 
-    zen4 = {
-        "vendor": "AuthenticAMD",
-        "isa": ["avx2", "avx512f", "avx512_bf16", "avx512_vnni"],
-        "mhz": 2600.0,
-        "cores": 2,
-    }
 
     def lines(fps: float) -> list[str]:
         row = Row("ov-FP32-f32", "OpenVINO FP32 IR", "openvino", "FP32", "f32", "x.xml")
         row.samples = [Sample([100.0], fps, 300.0, 0.0)]
-        report = BenchmarkReport([row], [], {}, zen4)
+        report = BenchmarkReport([row], [], {}, ZEN4)
         return [ln for ln in summary_lines(report) if ln.startswith("achieved:")]
 
     # 166.4 GFLOP/s peak at 2.6 GHz; 4 frames/s x 31.16 = 124.6 GFLOP/s = 75 %.
