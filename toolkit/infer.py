@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,7 +212,7 @@ def _clobber_error(plan: Plan, options: InferOptions, inputs: set[Path]) -> str 
 # --- small concurrency helpers ----------------------------------------------------------------
 
 
-def prefetch(source: Iterable[T], depth: int) -> Iterator[T]:
+def prefetch(source: Iterable[T], depth: int) -> Generator[T, None, None]:
     """Iterate ``source`` in a background thread, ``depth`` items ahead of the consumer.
 
     Exceptions raised by the source are re-raised in the consumer. If the consumer stops
@@ -493,8 +493,12 @@ class Runner:
 
         count = 0
         try:
-            keyed = ((i, f) for i, f in enumerate(prefetch(frames, depth=4)))
-            for _, frame, alpha in self.session.matte_stream(keyed):
+            ahead = prefetch(frames, depth=4)
+            # Stop the decoding thread before the reader is released (the stack unwinds in
+            # reverse): releasing a VideoCapture while another thread is inside read() can
+            # hang in FFmpeg, as a Ctrl-C mid-video once did.
+            stack.callback(ahead.close)
+            for _, frame, alpha in self.session.matte_stream(enumerate(ahead)):
                 count += 1
                 if ofd is None:
                     emit(frame, alpha)
