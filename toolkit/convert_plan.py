@@ -32,6 +32,7 @@ from toolkit.fsutil import confined_path
 from toolkit.mo_args import ModelOptimizerArgs, parse_mo_args
 
 if TYPE_CHECKING:
+    from toolkit.convert import Recipe
     from toolkit.verify import VerifyReport
 
 CONVERTIBLE = ("FP16", "FP32")
@@ -233,18 +234,11 @@ class JobResult:
 
 def describe(job: ConvertJob, reporter: Reporter, *, force: bool, verify: bool) -> None:
     """Print the plan (``--dry-run``): each step, its output and the command it replaces."""
-    from toolkit.convert import Recipe, read_onnx_record, read_record, recipe_mo_args
-    from toolkit.hashing import file_digest
+    from toolkit.convert import read_onnx_record, read_record, recipe_mo_args
 
     recipe = None
     if job.checkpoint.is_file():
-        recipe = Recipe(
-            file_digest(job.checkpoint),
-            job.input_shape,
-            recipe_mo_args(job.mo),
-            job.exporter,
-            job.opset,
-        )
+        recipe = _recipe(job)
         source = f"checkpoint {job.checkpoint} (sha384 {recipe.checkpoint_sha384[:16]}...)"
     else:
         source = f"checkpoint {job.checkpoint} is missing: {_missing(job)}"
@@ -328,25 +322,16 @@ def _run_job_locked(
     """:func:`run_job`'s work, with the model folder locked and the checkpoint checked."""
     from toolkit.convert import (
         ONNX_RECORD_KEY,
-        Recipe,
         convert_onnx_precisions,
         read_onnx_record,
         read_record,
-        recipe_mo_args,
     )
     from toolkit.export import export_checkpoint
-    from toolkit.hashing import file_digest
 
     result = JobResult(job.name)
     _sweep_temporaries(job, reporter)
     _discard_unverified(job, reporter)
-    recipe = Recipe(
-        file_digest(job.checkpoint),
-        job.input_shape,
-        recipe_mo_args(job.mo),
-        job.exporter,
-        job.opset,
-    )
+    recipe = _recipe(job)
     pending = [
         p for p in job.precisions if force or read_record(job.xml_path(p)) != recipe.ir_record(p)
     ]
@@ -411,6 +396,20 @@ def _run_job_locked(
     return result
 
 
+def _recipe(job: ConvertJob) -> Recipe:
+    """What the job's outputs are made from; recorded in them, compared to skip redoing work."""
+    from toolkit.convert import Recipe, recipe_mo_args
+    from toolkit.hashing import file_digest
+
+    return Recipe(
+        file_digest(job.checkpoint),
+        job.input_shape,
+        recipe_mo_args(job.mo),
+        job.exporter,
+        job.opset,
+    )
+
+
 def _stale_temporaries(job: ConvertJob) -> list[Path]:
     """Temporaries of convert's own writers that a killed run left behind.
 
@@ -420,11 +419,9 @@ def _stale_temporaries(job: ConvertJob) -> list[Path]:
     writes, are left alone. Called with the model folder locked, so no other convert is
     writing these right now.
     """
-    from toolkit.convert import PRECISIONS
-
     found = sorted(job.conv_dir.glob(f".{job.onnx_path.name}.*.part"))
     for precision in job.precisions:
-        if precision not in PRECISIONS:
+        if precision not in CONVERTIBLE:
             continue
         xml = job.xml_path(precision)
         folder = xml.parent

@@ -277,28 +277,12 @@ def evaluate(
 
 def _run_with_progress(pairs: list[Pair], predictors: list[tuple[str, Predictor]]) -> Evaluation:
     """Run the evaluation under a rich progress bar on stderr; skips are printed above it."""
-    from rich.console import Console
     from rich.markup import escape
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
+    from toolkit.cli.progress import count_progress
     from toolkit.evaluate import evaluate
 
-    console = Console(stderr=True)
-    with Progress(
-        TextColumn("evaluating"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as progress:
+    with count_progress("evaluating") as progress:
         task = progress.add_task("evaluate", total=len(pairs))
 
         def on_item(pair: Pair, skip: Skip | None) -> None:

@@ -44,27 +44,9 @@ class _CliReporter:
     def start(self, total_frames: int | None) -> None:
         if not self._show:
             return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from toolkit.cli.progress import count_progress
 
-        self._progress = Progress(
-            TextColumn("matting"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("frames"),
-            TextColumn("{task.fields[fps]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
+        self._progress = count_progress("matting", "frames", "{task.fields[fps]}", transient=True)
         self._progress.start()
         self._task = self._progress.add_task("matting", total=total_frames, fps="")
 
