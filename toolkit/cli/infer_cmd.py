@@ -113,18 +113,18 @@ def _verify(
     # The checkpoint sits where `download` put it: -d if given, else beside the IR's tree
     # (convert writes into its download dir by default), else the default root.
     xml_root = session.xml.parent.parent.parent.parent  # <root>/public/<name>/<PREC>/<x>.xml
-    roots = list(dict.fromkeys(r for r in (download_dir, model_root, xml_root) if r is not None))
-    if download_dir is None:
-        roots.append(default_root())
+    fallback = default_root() if download_dir is None else None
+    candidates = (download_dir, model_root, xml_root, fallback)
+    roots = list(dict.fromkeys(r for r in candidates if r is not None))
     if checkpoint is None:
-        looked = [_checkpoint_path(r, name) for r in dict.fromkeys(roots)]
-        checkpoint = next((p for p in looked if p.is_file()), looked[0])
-        if not checkpoint.is_file():
+        looked = [_checkpoint_path(r, name) for r in roots]
+        checkpoint = next((p for p in looked if p.is_file()), None)
+        if checkpoint is None:
             raise ToolkitError(
                 f"--verify needs the PyTorch checkpoint; none at {' or '.join(map(str, looked))} "
                 "(run `modnet-tools download` first, or pass --checkpoint)"
             )
-    if not checkpoint.is_file():
+    elif not checkpoint.is_file():
         raise ToolkitError(f"--verify: checkpoint {checkpoint} does not exist")
     if onnx is None:
         guess = session.xml.parent.parent / f"{session.xml.stem.replace('-', '_')}.onnx"
