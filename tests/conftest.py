@@ -1,6 +1,6 @@
 """Fixtures shared by every test module: real checkpoints, the sample photo, the CLI.
 
-Area-specific fixtures live in ``tests/fixtures_<area>.py`` modules listed in
+Area-specific fixtures live beside their tests (``tests/<stage>/fixtures.py``), listed in
 ``pytest_plugins`` so that work on one area never edits another's fixtures.
 """
 
@@ -17,12 +17,12 @@ import pytest
 from toolkit.paths import sample_image
 
 pytest_plugins: list[str] = [
-    "tests.fixtures_evaluate",
-    "tests.fixtures_http",
-    "tests.fixtures_convert",
-    "tests.fixtures_infer",
-    "tests.fixtures_hardening",
-    "tests.fixtures_perf",
+    "tests.evaluate.fixtures",
+    "tests.download.fixtures_http",
+    "tests.convert.fixtures",
+    "tests.matting.fixtures",
+    "tests.hardening.fixtures",
+    "tests.perf.fixtures",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ def sample_photo() -> Path:
 @pytest.fixture(scope="session")
 def tame_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Random weights, released legacy format, calm numerics (for reduced-precision checks)."""
-    from toolkit.random_checkpoint import write_random_checkpoint
+    from toolkit.model.random_checkpoint import write_random_checkpoint
 
     return write_random_checkpoint(
         tmp_path_factory.mktemp("ckpt") / "tame.ckpt", seed=1, profile="tame", fmt="legacy"
@@ -49,7 +49,7 @@ def tame_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def touchy_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Random weights, released legacy format, sensitive numerics (for exactness checks)."""
-    from toolkit.random_checkpoint import write_random_checkpoint
+    from toolkit.model.random_checkpoint import write_random_checkpoint
 
     return write_random_checkpoint(
         tmp_path_factory.mktemp("ckpt") / "touchy.ckpt", seed=2, profile="touchy", fmt="legacy"

@@ -15,7 +15,7 @@ from typer import Abort
 try:  # Typer >= 0.29 vendors Click; older releases use the click package
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 except ImportError:  # pragma: no cover
-    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[no-redef]
+    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[assignment]
 
 # Each module registers its commands on ``app`` when imported.
 from toolkit.cli import (  # noqa: F401  (imported for their side effect)

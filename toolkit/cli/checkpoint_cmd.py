@@ -30,7 +30,7 @@ def random_checkpoint(
     """
     require("torch", "convert")
     from toolkit.errors import UsageError
-    from toolkit.random_checkpoint import write_random_checkpoint
+    from toolkit.model.random_checkpoint import write_random_checkpoint
 
     if profile not in ("tame", "touchy"):
         raise UsageError(f"--profile must be tame or touchy, not {profile!r}")
@@ -48,8 +48,8 @@ def check_checkpoint(
 ) -> None:
     """Load a checkpoint safely (weights_only) and validate every key against MODNet."""
     require("torch", "convert")
-    from toolkit.checkpoint import load_state_dict, sniff
     from toolkit.hashing import file_digest
+    from toolkit.model.checkpoint import load_state_dict, sniff
 
     kind = sniff(checkpoint)
     state = load_state_dict(checkpoint)

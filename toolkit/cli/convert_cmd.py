@@ -1,7 +1,7 @@
 """``convert``: checkpoint -> ONNX -> OpenVINO IR with the preprocessing built in, verified.
 
 Thin wrapper: options are parsed here, the plan and the work live in
-:mod:`toolkit.convert_plan` (torch is imported only once a real conversion starts).
+:mod:`toolkit.convert.plan` (torch is imported only once a real conversion starts).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from toolkit.cli.options import All, DownloadDir, ListFile, ModelsDir, Name, Pri
 from toolkit.errors import ToolkitError, UsageError, require
 
 if TYPE_CHECKING:
-    from toolkit.config import ModelConfig
-    from toolkit.verify import VerifyReport
+    from toolkit.convert.verify import VerifyReport
+    from toolkit.download.config import ModelConfig
 
 
 class _Printer:
@@ -137,8 +137,8 @@ def convert(
 
     The IR takes BGR pixels 0..255 (float32, NCHW, input `input`) and returns the matte in `output`.
     """
-    from toolkit.config import discover, select
-    from toolkit.convert_plan import describe, plan_job, resolve_precisions, run_job
+    from toolkit.convert.plan import describe, plan_job, resolve_precisions, run_job
+    from toolkit.download.config import discover, select
     from toolkit.paths import default_root
 
     known = discover(models_dir or [])

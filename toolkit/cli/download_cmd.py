@@ -1,7 +1,7 @@
 """``download`` and ``info``: fetch model files like omz_downloader, print omz_info_dumper's JSON.
 
 Thin wrappers: option parsing and printing here, the work in :mod:`toolkit.download` and
-:mod:`toolkit.config`.
+:mod:`toolkit.download.config`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import typer
 
 from toolkit.cli.app import app
 from toolkit.cli.options import All, ListFile, ModelsDir, Name, OutputDir, PrintAll
-from toolkit.config import ModelConfig, discover, parse_precisions, select
+from toolkit.download.config import ModelConfig, discover, parse_precisions, select
 from toolkit.errors import UsageError
 from toolkit.paths import default_root
 

@@ -2,7 +2,7 @@
 drift that FP16, INT8 or bf16 inference costs.
 
 The command only parses, picks the IRs, wires the progress bar and prints; the semantics live
-in :mod:`toolkit.evaluate`.
+in :mod:`toolkit.evaluate.metrics`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from toolkit.cli.options import Device, JsonFile, OutputDir
 from toolkit.errors import ToolkitError, UsageError
 
 if TYPE_CHECKING:  # the evaluation core pulls in OpenCV: import it only when the command runs
-    from toolkit.evaluate import Evaluation, Pair, Predictor, Skip
+    from toolkit.evaluate.metrics import Evaluation, Pair, Predictor, Skip
 
 #: What ``--compare`` looks for under the output dir, in table order (the first found is the
 #: reference the others' drift is measured against).
@@ -43,7 +43,7 @@ def _ir_choices(
     compare: bool,
 ) -> list[tuple[str, Path]]:
     """The IRs to run, as (label, xml): explicit files, else ``<root>/public/<name>/<PREC>/``."""
-    from toolkit.config import DEFAULT_MODEL, KNOWN_PRECISIONS
+    from toolkit.download.config import DEFAULT_MODEL, KNOWN_PRECISIONS
     from toolkit.paths import ir_xml, model_dir
 
     if models and (name is not None or precisions):
@@ -90,7 +90,7 @@ def plan_variants(
     first one also at bf16 (what this CPU runs by default), so one table shows what FP16,
     INT8 and bf16 each cost against FP32 at f32.
     """
-    from toolkit.evaluate import INFERENCE_PRECISIONS
+    from toolkit.evaluate.metrics import INFERENCE_PRECISIONS
 
     for ip in inference_precisions:
         if ip not in INFERENCE_PRECISIONS:
@@ -237,7 +237,7 @@ def evaluate(
     std over the images. Pairs that cannot be read, and images without a matte, are reported,
     skipped and counted (exit code 1 if any).
     """
-    from toolkit.evaluate import find_pairs, openvino_predictor
+    from toolkit.evaluate.metrics import find_pairs, openvino_predictor
     from toolkit.fsutil import atomic_path
     from toolkit.paths import default_root
 
@@ -280,7 +280,7 @@ def _run_with_progress(pairs: list[Pair], predictors: list[tuple[str, Predictor]
     from rich.markup import escape
 
     from toolkit.cli.progress import count_progress
-    from toolkit.evaluate import evaluate
+    from toolkit.evaluate.metrics import evaluate
 
     with count_progress("evaluating") as progress:
         task = progress.add_task("evaluate", total=len(pairs))

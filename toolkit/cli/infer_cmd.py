@@ -1,8 +1,8 @@
 """``infer``: matting on images, folders, globs, video files and cameras.
 
-Thin wrapper: options are parsed here; the work is :class:`toolkit.session.MattingSession`
-(the Python API) driven by :func:`toolkit.infer.run_infer`. Nothing imported here imports
-torch; ``--verify`` imports :mod:`toolkit.verify` (which needs torch) only when asked.
+Thin wrapper: options are parsed here; the work is :class:`toolkit.matting.session.MattingSession`
+(the Python API) driven by :func:`toolkit.matting.batch.run_infer`. Nothing imported here imports
+torch; ``--verify`` imports :mod:`toolkit.convert.verify` (which needs torch) only when asked.
 
 Where things are: ``-o/--output-dir`` is where the results go (as in the design's command
 contract), so the converted model is looked up under ``--model-root`` (the folder ``convert``
@@ -22,13 +22,13 @@ import typer
 from toolkit.cli.app import app
 from toolkit.cli.options import Device, DownloadDir
 from toolkit.errors import ToolkitError, UsageError
-from toolkit.fastpath import FAST_HELP
+from toolkit.perf.fastpath import FAST_HELP
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-    from toolkit.infer import InferSummary, ItemResult
-    from toolkit.session import MattingSession
+    from toolkit.matting.batch import InferSummary, ItemResult
+    from toolkit.matting.session import MattingSession
 
 
 class _CliReporter:
@@ -74,8 +74,8 @@ class _CliReporter:
 def _resolve_model(
     model: Path | None, name: str, precision: str | None, model_root: Path | None
 ) -> Path:
+    from toolkit.matting.session import ModelNotFoundError, find_ir
     from toolkit.paths import default_root
-    from toolkit.session import ModelNotFoundError, find_ir
 
     if model is not None:
         if model.is_dir():
@@ -100,15 +100,15 @@ def _verify(
     max_pixels: int,
 ) -> None:
     """``--verify``: PyTorch, ONNX Runtime and the IR on the first image input; exit 1 on a
-    disagreement. Imports torch (through toolkit.verify) only here."""
+    disagreement. Imports torch (through toolkit.convert.verify) only here."""
     from toolkit.errors import require
 
     require("torch", "verify")
     from rich.console import Console
 
-    from toolkit.images import expand_inputs, load_image
+    from toolkit.convert.verify import verify_ir
+    from toolkit.matting.images import expand_inputs, load_image
     from toolkit.paths import default_root, model_dir
-    from toolkit.verify import verify_ir
 
     # The checkpoint sits where `download` put it: -d if given, else beside the IR's tree
     # (convert writes into its download dir by default), else the default root.
@@ -142,7 +142,7 @@ def _verify(
 
 
 def _checkpoint_path(root: Path, name: str) -> Path:
-    from toolkit.config import discover
+    from toolkit.download.config import discover
     from toolkit.paths import model_dir
 
     config = discover().get(name)
@@ -298,11 +298,11 @@ def infer(
     import cv2
     from PIL import Image
 
-    from toolkit.images import expand_inputs, load_image
-    from toolkit.infer import InferOptions, run_infer
-    from toolkit.matting import parse_background, parse_resize
-    from toolkit.runtime import parse_precision
-    from toolkit.session import MattingSession
+    from toolkit.matting.batch import InferOptions, run_infer
+    from toolkit.matting.images import expand_inputs, load_image
+    from toolkit.matting.prepost import parse_background, parse_resize
+    from toolkit.matting.runtime import parse_precision
+    from toolkit.matting.session import MattingSession
 
     mode = parse_resize(resize)
     hint = parse_precision(inference_precision)
@@ -327,8 +327,8 @@ def infer(
 
     items = expand_inputs(inputs)
     many = len(items) > 1 or any(i.kind in ("video", "camera") for i in items)
-    if fast:  # what "fast" means is measured and kept in toolkit/fastpath.py
-        from toolkit.fastpath import fast_choice
+    if fast:  # what "fast" means is measured and kept in toolkit/perf/fastpath.py
+        from toolkit.perf.fastpath import fast_choice
 
         model, hint = fast_choice(
             model, name, precision, inference_precision, model_root or download_dir

@@ -1,7 +1,7 @@
 """``benchmark`` and ``quantize``: speed measurements and the INT8 IR.
 
-Thin wrappers: options are parsed here; the work is :mod:`toolkit.benchmark` and
-:mod:`toolkit.quantize`. NNCF, ONNX Runtime and torch are imported only inside the commands
+Thin wrappers: options are parsed here; the work is :mod:`toolkit.perf.benchmark` and
+:mod:`toolkit.perf.quantize`. NNCF, ONNX Runtime and torch are imported only inside the commands
 that use them (and torch only when it is installed).
 """
 
@@ -85,11 +85,11 @@ def quantize(
     against the FP32 IR (at f32) on images not used for calibration."""
     import json
 
-    from toolkit.calibration import load_folder
     from toolkit.errors import require
     from toolkit.fsutil import atomic_path
     from toolkit.paths import default_root
-    from toolkit.quantize import parse_ignore, quantize_model
+    from toolkit.perf.calibration import load_folder
+    from toolkit.perf.quantize import parse_ignore, quantize_model
 
     _check_name(name)
     parse_ignore(ignore)
@@ -231,7 +231,8 @@ def benchmark(
 
     from rich.console import Console
 
-    from toolkit.benchmark import (
+    from toolkit.paths import default_root
+    from toolkit.perf.benchmark import (
         INFERENCE_PRECISIONS,
         IR_PRECISIONS,
         plan,
@@ -241,7 +242,6 @@ def benchmark(
         video_file,
         video_table,
     )
-    from toolkit.paths import default_root
 
     _check_name(name)
     irs = list(dict.fromkeys(precision or IR_PRECISIONS))

@@ -3,7 +3,7 @@
 The entry point is :func:`fetch_model` (or :func:`ensure_downloaded`, which raises on
 failure and returns the checkpoint's path)::
 
-    from toolkit.config import discover
+    from toolkit.download.config import discover
     from toolkit.download import DownloadOptions, ensure_downloaded
 
     config = discover()["modnet-webcam-portrait-matting"]

@@ -16,7 +16,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from toolkit.config import ModelFile
+from toolkit.download.config import ModelFile
 from toolkit.fsutil import atomic_path
 from toolkit.hashing import CHUNK
 

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import requests
 
-from toolkit.config import ModelFile
 from toolkit.download.cache import CacheEntryError, DirCache
+from toolkit.download.config import ModelFile
 from toolkit.download.errors import (
     DownloadError,
     RangeNotHonouredError,

@@ -16,8 +16,8 @@ from pathlib import Path, PurePosixPath
 import requests
 
 from toolkit import __version__
-from toolkit.config import KNOWN_PRECISIONS, ModelConfig, ModelFile
 from toolkit.download.cache import DirCache
+from toolkit.download.config import KNOWN_PRECISIONS, ModelConfig, ModelFile
 from toolkit.download.engine import Cancelled, FetchSettings, FileJob, Outcome
 from toolkit.download.errors import DownloadError
 from toolkit.download.reporters import Reporter

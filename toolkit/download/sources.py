@@ -19,7 +19,7 @@ from urllib.parse import quote, urljoin, urlsplit
 import requests
 import urllib3.exceptions
 
-from toolkit.config import GoogleDriveSource, HttpSource, ModelFile
+from toolkit.download.config import GoogleDriveSource, HttpSource, ModelFile
 from toolkit.download.errors import (
     HtmlPageError,
     RangeNotHonouredError,

@@ -1,0 +1,528 @@
+"""The runner behind ``modnet-tools infer``: a batch of images, videos and cameras through one
+:class:`~toolkit.matting.session.MattingSession`, with decoding, inference and encoding overlapped.
+
+Images flow through three stages at once: a background thread decodes the next files, the
+session keeps several asynchronous inference requests busy, and a small thread pool encodes
+and writes the results (PNG encoding of a cut-out costs about as much CPU as decoding a JPEG,
+so doing it inline would idle the network). OpenCV, Pillow and OpenVINO release the GIL, so
+plain threads give real overlap.
+
+Guarantees: every output is written atomically; an output never replaces an input file; a
+failing input is reported and the others go on; the summary says which failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Protocol, TypeVar
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from toolkit.errors import ToolkitError
+from toolkit.fsutil import atomic_path
+from toolkit.matting.images import DEFAULT_MAX_PIXELS, InputError, InputItem, load_image
+from toolkit.matting.prepost import (
+    Background,
+    OneFrameDelay,
+    composite,
+    cutout,
+    grey_to_bgr,
+    quantize_alpha,
+    side_by_side,
+)
+from toolkit.matting.session import MattingSession
+from toolkit.matting.video import VideoReader, VideoWriter, output_extension
+
+U8Image = npt.NDArray[np.uint8]
+F32Array = npt.NDArray[np.float32]
+T = TypeVar("T")
+
+#: Formats OpenCV encodes; a composite of any other input (GIF, PNM...) is written as PNG.
+_WRITABLE_IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+#: Default PNG compression. Level 1 here means zlib with run-length matching and the "sub" row
+#: filter: a 1280x720 cut-out takes about 35 CPU-ms, about 60% of OpenCV's default settings,
+#: for files about 10% larger. PNG encoding is the largest cost after inference, and on a
+#: CPU-bound machine every millisecond of it is taken from the network (tests/perf/bench_infer.py).
+#: Level 0 stores pixels uncompressed (about 7x cheaper, cut-outs 2.7x larger, mattes far
+#: larger); levels 2-9 are plain zlib levels (smaller files, more CPU).
+DEFAULT_PNG_COMPRESSION = 1
+
+
+def _png_params(level: int) -> list[int]:
+    strategy = cv2.IMWRITE_PNG_STRATEGY_RLE if level == 1 else cv2.IMWRITE_PNG_STRATEGY_DEFAULT
+    row_filter = cv2.IMWRITE_PNG_FILTER_SUB if level else cv2.IMWRITE_PNG_FILTER_NONE
+    return [
+        cv2.IMWRITE_PNG_COMPRESSION,
+        level,
+        cv2.IMWRITE_PNG_STRATEGY,
+        strategy,
+        cv2.IMWRITE_PNG_FILTER,
+        row_filter,
+    ]
+
+
+@dataclass
+class InferOptions:
+    """What to write and how. ``jobs`` is the number of encoding threads."""
+
+    output_dir: Path
+    background: Background | None = None
+    side_by_side: bool = False
+    rgba: bool = True
+    alpha: bool = True
+    ofd: bool = False
+    ofd_tolerance: float = 0.1
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_frames: int | None = None
+    jobs: int = 2
+    png_compression: int = DEFAULT_PNG_COMPRESSION
+
+
+@dataclass
+class ItemResult:
+    """The outcome of one input: the files written, or why it failed."""
+
+    label: str
+    outputs: list[Path] = field(default_factory=list)
+    frames: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class InferSummary:
+    results: list[ItemResult]
+    seconds: float
+
+    @property
+    def failed(self) -> list[ItemResult]:
+        return [r for r in self.results if not r.ok]
+
+    @property
+    def frames(self) -> int:
+        return sum(r.frames for r in self.results)
+
+
+class Reporter(Protocol):
+    """Progress and per-item outcomes; the CLI renders them, tests and libraries may ignore them."""
+
+    def start(self, total_frames: int | None) -> None: ...
+
+    def advance(self, frames: int = 1) -> None: ...
+
+    def item_done(self, result: ItemResult) -> None: ...
+
+    def finish(self, summary: InferSummary) -> None: ...
+
+
+class SilentReporter:
+    """A reporter that reports nothing (the library default)."""
+
+    def start(self, total_frames: int | None) -> None:
+        pass
+
+    def advance(self, frames: int = 1) -> None:
+        pass
+
+    def item_done(self, result: ItemResult) -> None:
+        pass
+
+    def finish(self, summary: InferSummary) -> None:
+        pass
+
+
+# --- output naming -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where one input's results go."""
+
+    item: InputItem
+    stem: str
+
+    def image_outputs(self, options: InferOptions) -> dict[str, Path]:
+        ext = self.item.path.suffix.lower() if self.item.path else ".png"
+        ext = ext if ext in _WRITABLE_IMAGE_EXTS else ".png"
+        out = options.output_dir
+        files = {"alpha": out / f"{self.stem}_alpha.png"} if options.alpha else {}
+        if options.rgba:
+            files["rgba"] = out / f"{self.stem}_rgba.png"
+        if options.background is not None:
+            files["composite"] = out / f"{self.stem}_composite{ext}"
+        if options.side_by_side:
+            files["side"] = out / f"{self.stem}_side{ext}"
+        return files
+
+    def video_outputs(self, options: InferOptions) -> dict[str, Path]:
+        ext = output_extension(self.item.path)
+        out = options.output_dir
+        files = {"alpha": out / f"{self.stem}_alpha{ext}"} if options.alpha else {}
+        if options.background is not None:
+            files["composite"] = out / f"{self.stem}_composite{ext}"
+        if options.side_by_side:
+            files["side"] = out / f"{self.stem}_side{ext}"
+        return files
+
+    def outputs(self, options: InferOptions) -> dict[str, Path]:
+        if self.item.kind == "image":
+            return self.image_outputs(options)
+        return self.video_outputs(options)
+
+
+def plan_outputs(items: list[InputItem]) -> list[Plan]:
+    """One unique stem per input: ``photo``, then ``photo-2``, ``photo-3`` for later inputs
+    with the same name (``a/photo.jpg`` and ``b/photo.png`` must not overwrite each other)."""
+    used: dict[str, int] = {}
+    plans = []
+    for item in items:
+        if item.kind == "error":
+            plans.append(Plan(item, ""))
+            continue
+        base = item.path.stem if item.path is not None else f"camera{item.camera}"
+        count = used.get(base.lower(), 0) + 1
+        used[base.lower()] = count
+        plans.append(Plan(item, base if count == 1 else f"{base}-{count}"))
+    return plans
+
+
+def _clobber_error(plan: Plan, options: InferOptions, inputs: set[Path]) -> str | None:
+    for dest in plan.outputs(options).values():
+        if dest.resolve() in inputs:
+            return f"{plan.item.label}: refusing to write {dest}, which is an input file"
+    return None
+
+
+# --- small concurrency helpers ----------------------------------------------------------------
+
+
+def prefetch(source: Iterable[T], depth: int) -> Generator[T, None, None]:
+    """Iterate ``source`` in a background thread, ``depth`` items ahead of the consumer.
+
+    Exceptions raised by the source are re-raised in the consumer. If the consumer stops
+    early, the thread notices within a fraction of a second and ends.
+    """
+    buffer: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(entry: tuple[str, object]) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for value in source:
+                if not put(("item", value)):
+                    return
+        except BaseException as exc:
+            put(("error", exc))
+            return
+        put(("end", None))
+
+    thread = threading.Thread(target=produce, name="modnet-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = buffer.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                assert isinstance(value, BaseException)
+                raise value
+            yield value  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+class _BoundedPool:
+    """A thread pool that blocks the submitter when ``limit`` tasks are pending, so a fast
+    producer cannot pile up decoded frames in memory while the encoders catch up."""
+
+    def __init__(self, workers: int, limit: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="modnet")
+        self._slots = threading.BoundedSemaphore(max(1, limit))
+        self.futures: deque[Future[ItemResult | None]] = deque()
+
+    def submit(self, fn: Callable[[], ItemResult | None]) -> Future[ItemResult | None]:
+        self._slots.acquire()
+        future = self._pool.submit(fn)
+        future.add_done_callback(lambda _: self._slots.release())
+        self.futures.append(future)
+        return future
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def _write_image(dest: Path, image: U8Image, png_compression: int) -> None:
+    ext = dest.suffix.lower()
+    ok, encoded = cv2.imencode(ext, image, _png_params(png_compression) if ext == ".png" else [])
+    if not ok:
+        raise OSError(f"OpenCV could not encode {dest.name}")
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(encoded.tobytes())
+
+
+def write_image_results(
+    plan: Plan, frame: U8Image, alpha: F32Array, options: InferOptions
+) -> ItemResult:
+    """Quantise the matte and write every requested file for one image."""
+    result = ItemResult(plan.item.label, frames=1)
+    try:
+        files = plan.image_outputs(options)
+        level = options.png_compression
+        alpha8 = quantize_alpha(alpha)
+        view: U8Image = alpha8
+        if "alpha" in files:
+            _write_image(files["alpha"], alpha8, level)
+            result.outputs.append(files["alpha"])
+        if "rgba" in files:
+            _write_image(files["rgba"], cutout(frame, alpha8), level)
+            result.outputs.append(files["rgba"])
+        if options.background is not None:
+            view = composite(frame, alpha8, options.background.render(frame))
+            _write_image(files["composite"], view, level)
+            result.outputs.append(files["composite"])
+        if "side" in files:
+            _write_image(files["side"], side_by_side(frame, view), level)
+            result.outputs.append(files["side"])
+    except OSError as exc:
+        result.error = f"{plan.item.label}: cannot write results: {exc.strerror or exc}"
+    return result
+
+
+# --- the runner --------------------------------------------------------------------------------
+
+
+class Runner:
+    """Runs a batch of inputs through one session; see :func:`run_infer`."""
+
+    def __init__(
+        self, session: MattingSession, options: InferOptions, reporter: Reporter | None = None
+    ) -> None:
+        self.session = session
+        self.options = options
+        self.reporter: Reporter = reporter or SilentReporter()
+
+    def run(self, items: list[InputItem]) -> InferSummary:
+        started = time.perf_counter()
+        plans = plan_outputs(items)
+        inputs = {i.path.resolve() for i in items if i.path is not None}
+        results: list[ItemResult] = []
+        runnable: list[Plan] = []
+        for plan in plans:
+            error = plan.item.error or _clobber_error(plan, self.options, inputs)
+            if error is not None:
+                result = ItemResult(plan.item.label, error=error)
+                results.append(result)
+                self.reporter.item_done(result)
+            else:
+                runnable.append(plan)
+        images = [p for p in runnable if p.item.kind == "image"]
+        streams = [p for p in runnable if p.item.kind in ("video", "camera")]
+        self.reporter.start(self._total_frames(images, streams))
+        if images:
+            results.extend(self._run_images(images))
+        for plan in streams:
+            result = self._run_stream(plan)
+            results.append(result)
+            self.reporter.item_done(result)
+        summary = InferSummary(results, time.perf_counter() - started)
+        self.reporter.finish(summary)
+        return summary
+
+    def _total_frames(self, images: list[Plan], streams: list[Plan]) -> int | None:
+        total = len(images)
+        for plan in streams:
+            if plan.item.kind == "camera" and self.options.max_frames is None:
+                return None
+            if plan.item.path is not None:
+                cap = cv2.VideoCapture(str(plan.item.path))
+                count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+                cap.release()
+                count = int(count) if count and count > 0 else 0
+                if self.options.max_frames is not None:
+                    count = min(count, self.options.max_frames)
+                total += count
+            else:
+                total += self.options.max_frames or 0
+        return total
+
+    # --- images ----------------------------------------------------------------------------
+
+    def _run_images(self, plans: list[Plan]) -> list[ItemResult]:
+        results: dict[int, ItemResult] = {}
+        pool = _BoundedPool(self.options.jobs, limit=2 * max(1, self.options.jobs))
+
+        def decoded() -> Iterator[tuple[int, U8Image]]:
+            for index, plan in enumerate(plans):
+                assert plan.item.path is not None
+                try:
+                    frame = load_image(plan.item.path, max_pixels=self.options.max_pixels)
+                except InputError as exc:
+                    results[index] = ItemResult(plan.item.label, error=str(exc))
+                    self.reporter.item_done(results[index])
+                    self.reporter.advance()
+                    continue
+                yield index, frame
+
+        def finish(index: int, frame: U8Image, alpha: F32Array) -> ItemResult:
+            result = write_image_results(plans[index], frame, alpha, self.options)
+            results[index] = result
+            self.reporter.item_done(result)
+            self.reporter.advance()
+            return result
+
+        try:
+            for index, frame, alpha in self.session.matte_stream(prefetch(decoded(), depth=4)):
+                pool.submit(functools.partial(finish, index, frame, alpha))
+        finally:
+            pool.shutdown()
+        for future in pool.futures:
+            future.result()  # surface bugs in the writers instead of losing them
+        return [results[i] for i in sorted(results)]
+
+    # --- video and cameras -----------------------------------------------------------------
+
+    def _run_stream(self, plan: Plan) -> ItemResult:
+        item = plan.item
+        source: Path | int = item.path if item.path is not None else int(item.camera or 0)
+        result = ItemResult(item.label)
+        try:
+            with contextlib.ExitStack() as stack:
+                reader = stack.enter_context(
+                    VideoReader(source, max_frames=self.options.max_frames)
+                )
+                frames = self._stoppable(reader, stack) if item.kind == "camera" else iter(reader)
+                result.frames = self._matte_video(plan, reader, frames, stack)
+                result.outputs = list(plan.video_outputs(self.options).values())
+        except ToolkitError as exc:
+            result.error = str(exc)
+            result.outputs = []
+        except OSError as exc:
+            result.error = f"{item.label}: cannot write results: {exc.strerror or exc}"
+            result.outputs = []
+        return result
+
+    def _stoppable(self, reader: VideoReader, stack: contextlib.ExitStack) -> Iterator[U8Image]:
+        """Camera frames until Ctrl-C (handled as 'stop recording', so the video is kept)."""
+        stop = threading.Event()
+        if threading.current_thread() is threading.main_thread():
+
+            def on_sigint(signum: int, frame: FrameType | None) -> None:
+                stop.set()
+
+            previous = signal.signal(signal.SIGINT, on_sigint)
+            stack.callback(signal.signal, signal.SIGINT, previous)
+        for frame in reader:
+            if stop.is_set():
+                return
+            yield frame
+
+    def _matte_video(
+        self,
+        plan: Plan,
+        reader: VideoReader,
+        frames: Iterator[U8Image],
+        stack: contextlib.ExitStack,
+    ) -> int:
+        files = plan.video_outputs(self.options)
+        if not files:
+            raise ToolkitError(
+                f"{plan.item.label}: nothing to write for a video with --no-alpha: "
+                "add --background or --side-by-side"
+            )
+        width, height = reader.width, reader.height
+        writers = {
+            kind: stack.enter_context(
+                VideoWriter(
+                    dest,
+                    fps=reader.fps,
+                    width=width * (2 if kind == "side" else 1),
+                    height=height,
+                )
+            )
+            for kind, dest in files.items()
+        }
+        background = self.options.background
+        ofd = OneFrameDelay(self.options.ofd_tolerance) if self.options.ofd else None
+        pending: deque[U8Image] = deque()  # frames waiting for their OFD-delayed alpha
+        # One encoding thread: frames must reach the writers in order.
+        pool = _BoundedPool(1, limit=4)
+
+        def encode(frame: U8Image, alpha: F32Array) -> ItemResult | None:
+            alpha8 = quantize_alpha(alpha)
+            view: U8Image = grey_to_bgr(alpha8)
+            if "alpha" in writers:
+                writers["alpha"].write(view)
+            if background is not None:
+                view = composite(frame, alpha8, background.render(frame))
+                writers["composite"].write(view)
+            if "side" in writers:
+                writers["side"].write(side_by_side(frame, view))
+            self.reporter.advance()
+            return None
+
+        def emit(frame: U8Image, alpha: F32Array) -> None:
+            pool.submit(functools.partial(encode, frame, alpha))
+
+        count = 0
+        try:
+            ahead = prefetch(frames, depth=4)
+            # Stop the decoding thread before the reader is released (the stack unwinds in
+            # reverse): releasing a VideoCapture while another thread is inside read() can
+            # hang in FFmpeg, as a Ctrl-C mid-video once did.
+            stack.callback(ahead.close)
+            for _, frame, alpha in self.session.matte_stream(enumerate(ahead)):
+                count += 1
+                if ofd is None:
+                    emit(frame, alpha)
+                    continue
+                pending.append(frame)
+                smoothed = ofd.push(alpha)
+                if smoothed is not None:
+                    emit(pending.popleft(), smoothed)
+            if ofd is not None:
+                last = ofd.flush()
+                if last is not None:
+                    emit(pending.popleft(), last)
+        finally:
+            pool.shutdown()
+        for future in pool.futures:
+            future.result()
+        return count
+
+
+def run_infer(
+    session: MattingSession,
+    items: list[InputItem],
+    options: InferOptions,
+    reporter: Reporter | None = None,
+) -> InferSummary:
+    """Matte every input and write the results; never raises for a bad input (see the summary)."""
+    return Runner(session, options, reporter).run(items)

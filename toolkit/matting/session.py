@@ -1,0 +1,168 @@
+"""The Python API for matting: a session created once per model and reused for every image.
+
+>>> from toolkit.matting.session import MattingSession
+>>> session = MattingSession.from_xml("cache/public/modnet-webcam-portrait-matting/FP32/"
+...                                   "modnet-webcam-portrait-matting.xml")
+>>> alpha = session.matte(cv2.imread("photo.jpg"))   # float32 H x W in [0, 1]
+
+Creating a session reads the IR and compiles it (a fraction of a second); :meth:`matte` then
+costs one inference plus two resizes. The CLI's ``infer`` and the evaluation and benchmark
+code use this class, so what they measure is what library users get. Nothing here imports
+torch.
+
+Stable API (other modules rely on it): :meth:`MattingSession.from_xml`,
+:meth:`MattingSession.from_name`, :meth:`MattingSession.matte`,
+:meth:`MattingSession.matte_stream`, :meth:`MattingSession.preprocess`,
+:meth:`MattingSession.postprocess`, and the attributes ``resize``, ``model``, ``xml``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from toolkit import paths
+from toolkit.errors import ToolkitError
+from toolkit.matting.prepost import (
+    ResizeMode,
+    alpha_to_input_size,
+    network_size,
+    to_network_input,
+)
+from toolkit.matting.runtime import InferencePrecision, IRModel, PerformanceMode
+
+DEFAULT_MODEL = "modnet-webcam-portrait-matting"
+#: Which converted precision ``from_name`` picks when none is asked for: exact first.
+PRECISION_PREFERENCE = ("FP32", "FP16")
+
+U8Image = npt.NDArray[np.uint8]
+F32Array = npt.NDArray[np.float32]
+K = TypeVar("K")
+
+
+class ModelNotFoundError(ToolkitError):
+    """No converted IR where one was expected."""
+
+
+def find_ir(root: Path, name: str = DEFAULT_MODEL, precision: str | None = None) -> Path:
+    """The converted IR ``<root>/public/<name>/<PREC>/<name>.xml``; FP32 preferred, then FP16.
+
+    Raises one line telling the user how to produce it when it is not there.
+    """
+    wanted = [precision] if precision else list(PRECISION_PREFERENCE)
+    for prec in wanted:
+        xml = paths.ir_xml(root, name, prec)
+        if xml.is_file():
+            return xml
+    looked = paths.ir_xml(root, name, wanted[0]) if precision else paths.model_dir(root, name)
+    which = f"{name} ({precision})" if precision else name
+    raise ModelNotFoundError(
+        f"no converted model {which} at {looked}: "
+        "run `modnet-tools download` and `modnet-tools convert` first"
+    )
+
+
+class MattingSession:
+    """A compiled MODNet IR plus the resize rule: call :meth:`matte` on BGR uint8 frames."""
+
+    def __init__(self, model: IRModel, resize: ResizeMode = "stretch") -> None:
+        self.model = model
+        self.resize: ResizeMode = resize
+        self.xml = model.xml
+
+    @classmethod
+    def from_xml(
+        cls,
+        xml: str | Path,
+        *,
+        device: str = "CPU",
+        precision: InferencePrecision = "f32",
+        resize: ResizeMode = "stretch",
+        performance: PerformanceMode = "latency",
+        requests: int = 0,
+    ) -> MattingSession:
+        """Load an IR. ``precision`` is OpenVINO's inference precision (``f32`` is exact;
+        ``bf16`` is about twice as fast on CPUs that have it); ``performance`` is
+        ``latency`` for one image at a time, ``throughput`` for :meth:`matte_stream`."""
+        model = IRModel(
+            xml, device=device, precision=precision, performance=performance, requests=requests
+        )
+        return cls(model, resize)
+
+    @classmethod
+    def from_name(
+        cls,
+        name: str = DEFAULT_MODEL,
+        *,
+        root: Path | None = None,
+        model_precision: str | None = None,
+        device: str = "CPU",
+        precision: InferencePrecision = "f32",
+        resize: ResizeMode = "stretch",
+        performance: PerformanceMode = "latency",
+        requests: int = 0,
+    ) -> MattingSession:
+        """Load the IR that ``modnet-tools convert`` wrote under ``root`` (default: the
+        toolkit's home, ``$MODNET_TOOLS_HOME`` or ``./cache``)."""
+        xml = find_ir(root if root is not None else paths.default_root(), name, model_precision)
+        return cls.from_xml(
+            xml,
+            device=device,
+            precision=precision,
+            resize=resize,
+            performance=performance,
+            requests=requests,
+        )
+
+    # --- the two halves, exposed for callers that schedule inference themselves ----------------
+
+    def network_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (H, W) the network runs at for a frame of this size."""
+        return network_size(height, width, self.resize, self.model.fixed_size)
+
+    def preprocess(self, bgr: U8Image) -> F32Array:
+        """A BGR uint8 H x W x 3 frame -> the 1 x 3 x h x w float tensor the IR takes."""
+        if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
+            raise ValueError(f"expected a BGR uint8 H x W x 3 image, got {bgr.dtype} {bgr.shape}")
+        size = self.network_size(*bgr.shape[:2])
+        return to_network_input(bgr, size, self.resize)
+
+    @staticmethod
+    def postprocess(raw: F32Array, height: int, width: int) -> F32Array:
+        """The IR's matte -> float32 H x W in [0, 1] at the frame's size."""
+        return alpha_to_input_size(raw, height, width)
+
+    # --- inference -------------------------------------------------------------------------------
+
+    def matte(self, bgr: U8Image) -> F32Array:
+        """The alpha matte of one BGR uint8 frame: float32, the frame's H x W, values in [0, 1]."""
+        raw = self.model.infer(self.preprocess(bgr))
+        return self.postprocess(raw, bgr.shape[0], bgr.shape[1])
+
+    def matte_stream(
+        self, frames: Iterable[tuple[K, U8Image]]
+    ) -> Iterator[tuple[K, U8Image, F32Array]]:
+        """Matte a stream of (key, frame) with several requests in flight; yield
+        (key, frame, alpha) in the input order.
+
+        ``frames`` is consumed lazily, so a generator that decodes the next frame overlaps with
+        inference. Create the session with ``performance="throughput"`` for best speed.
+        """
+        shapes: dict[int, tuple[U8Image, K]] = {}
+        counter = 0
+
+        def tensors() -> Iterator[tuple[int, F32Array]]:
+            nonlocal counter
+            for key, frame in frames:
+                tensor = self.preprocess(frame)
+                shapes[counter] = (frame, key)
+                yield counter, tensor
+                counter += 1
+
+        for seq, raw in self.model.run_ordered(tensors()):
+            frame, key = shapes.pop(seq)
+            yield key, frame, self.postprocess(raw, frame.shape[0], frame.shape[1])
