@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,7 +22,7 @@ import typer
 
 from toolkit.cli.app import app
 from toolkit.cli.options import DEFAULT_MAX_PIXELS, Device, DownloadDir, MaxPixels
-from toolkit.errors import ToolkitError, UsageError
+from toolkit.errors import ToolkitError, UsageError, redact
 from toolkit.perf.fastpath import FAST_HELP
 
 if TYPE_CHECKING:
@@ -61,10 +62,11 @@ class _CliReporter:
     def item_done(self, result: ItemResult) -> None:
         # While the bar is live, rich redirects stdout and stderr to print above it.
         if result.ok:
-            typer.echo(f"{result.label} -> {', '.join(str(p) for p in result.outputs)}")
+            written = ", ".join(str(p) for p in result.outputs)
+            typer.echo(redact(f"{result.label} -> {written}"))
         else:
             self.failures.append(result.error or "failed")
-            typer.echo(f"error: {result.error or 'failed'}", err=True)
+            typer.echo(redact(f"error: {result.error or 'failed'}"), err=True)
 
     def finish(self, summary: InferSummary) -> None:
         if self._progress is not None:
@@ -86,7 +88,12 @@ def _resolve_model(
                 "`modnet-tools convert` first, or pass the path of an existing .xml)"
             )
         return model
-    return find_ir(model_root if model_root is not None else default_root(), name, precision)
+    return find_ir(
+        model_root if model_root is not None else default_root(),
+        name,
+        precision,
+        how="--model path/to/<name>.xml, or --model-root DIR (the folder `convert -o` wrote)",
+    )
 
 
 def _verify(
@@ -314,7 +321,7 @@ def infer(
     from toolkit.matting.images import expand, load_image
     from toolkit.matting.prepost import parse_background, parse_resize
     from toolkit.matting.runtime import parse_precision
-    from toolkit.matting.session import MattingSession
+    from toolkit.matting.session import MattingSession, RandomWeightsWarning
 
     mode = parse_resize(resize)
     hint = parse_precision(inference_precision)
@@ -348,14 +355,18 @@ def infer(
         )
     # convert writes under its -o, which defaults to its -d: mirror that here.
     xml = _resolve_model(model, name, precision, model_root or download_dir)
-    session = MattingSession.from_xml(
-        xml,
-        device=device,
-        precision=hint,
-        resize=mode,
-        performance="throughput" if many else "latency",
-        requests=requests,
-    )
+    with warnings.catch_warnings():  # said once below, as one line, not as a Python warning
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        session = MattingSession.from_xml(
+            xml,
+            device=device,
+            precision=hint,
+            resize=mode,
+            performance="throughput" if many else "latency",
+            requests=requests,
+        )
+    if session.weights_warning is not None:
+        typer.echo(f"warning: {session.weights_warning}", err=True)
     if verify:
         _verify(session, inputs, name, checkpoint, download_dir, model_root, onnx, max_pixels)
 
