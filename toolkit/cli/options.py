@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -53,3 +54,11 @@ DownloadDir = Annotated[
         help="Where `download` put the checkpoints (default $MODNET_TOOLS_HOME, else ./cache).",
     ),
 ]
+
+
+def finite(value: float | None) -> float | None:
+    """Option callback: refuse ``nan`` and ``inf``, which Click's float ranges let through
+    (every comparison with NaN is false, so ``min=``/``max=`` cannot catch it)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, not {value}")
+    return value
