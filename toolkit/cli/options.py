@@ -55,6 +55,21 @@ DownloadDir = Annotated[
     ),
 ]
 
+#: The same default as :data:`toolkit.matting.images.DEFAULT_MAX_PIXELS` (not imported here so
+#: that ``--help`` stays light; tests/cli checks that they agree).
+DEFAULT_MAX_PIXELS = 70_000_000
+MaxPixels = Annotated[
+    int,
+    typer.Option(
+        "--max-pixels",
+        min=1,
+        max=1_000_000_000,  # a bound of its own: 1 GP is 3 GB decoded
+        metavar="N",
+        help="Refuse any image or video frame with more pixels than this, from its header, "
+        "before decoding it.",
+    ),
+]
+
 
 def finite(value: float | None) -> float | None:
     """Option callback: refuse ``nan`` and ``inf``, which Click's float ranges let through
