@@ -59,6 +59,7 @@ def test_constant_ir_prints_and_writes_hand_computed_figures(
         "missing_matte": 1,
         "unreadable_image": 1,
         "unreadable_matte": 1,
+        "too_large": 0,
     }
     per_image = doc["variants"][0]["per_image"]
     assert per_image == [

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from toolkit.cli.app import app
-from toolkit.cli.options import Device, JsonFile, OutputDir
+from toolkit.cli.options import DEFAULT_MAX_PIXELS, Device, JsonFile, MaxPixels, OutputDir
 from toolkit.errors import ToolkitError, UsageError
 
 if TYPE_CHECKING:  # the evaluation core pulls in OpenCV: import it only when the command runs
@@ -244,6 +244,7 @@ def evaluate(
         ),
     ] = None,
     device: Device = "CPU",
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Measure MAD / MSE on a matting dataset exactly as Open Model Zoo's accuracy check does.
 
@@ -268,7 +269,7 @@ def evaluate(
         )
         for v in variants
     ]
-    evaluation = _run_with_progress(pairs, predictors)
+    evaluation = _run_with_progress(pairs, predictors, max_pixels)
     if evaluation.images == 0:
         raise ToolkitError(f"none of the {len(pairs)} image(s) could be evaluated")
     if len(variants) == 1:
@@ -291,7 +292,9 @@ def evaluate(
         raise typer.Exit(1)
 
 
-def _run_with_progress(pairs: list[Pair], predictors: list[tuple[str, Predictor]]) -> Evaluation:
+def _run_with_progress(
+    pairs: list[Pair], predictors: list[tuple[str, Predictor]], max_pixels: int
+) -> Evaluation:
     """Run the evaluation under a rich progress bar on stderr; skips are printed above it."""
     from rich.markup import escape
 
@@ -309,4 +312,4 @@ def _run_with_progress(pairs: list[Pair], predictors: list[tuple[str, Predictor]
                 )
             progress.advance(task)
 
-        return evaluate(pairs, predictors, on_item=on_item)
+        return evaluate(pairs, predictors, on_item=on_item, max_pixels=max_pixels)

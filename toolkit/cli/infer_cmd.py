@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from toolkit.cli.app import app
-from toolkit.cli.options import Device, DownloadDir
+from toolkit.cli.options import DEFAULT_MAX_PIXELS, Device, DownloadDir, MaxPixels
 from toolkit.errors import ToolkitError, UsageError
 from toolkit.perf.fastpath import FAST_HELP
 
@@ -159,7 +159,22 @@ def _checkpoint_path(root: Path, name: str) -> Path:
     return model_dir(root, name) / f"{name.replace('-', '_')}.ckpt"
 
 
-@app.command("infer")
+def _option_like(inputs: list[str]) -> list[str]:
+    """Inputs that start with '-': a negative camera index (``-1``, which fails alone as an
+    input) stays; anything else is an option Click did not know, refused as bad usage.
+
+    ``infer`` lets unknown options through as arguments so that ``-1`` reaches the batch as
+    one failing input instead of aborting it with "no such option"."""
+    for spec in inputs:
+        numeric = spec[1:2].isdigit()  # -1, -0x1: a would-be camera, failed by expand()
+        if spec.startswith("-") and spec != "-" and not numeric and not Path(spec).exists():
+            raise UsageError(
+                f"no such option: {spec.split('=')[0]} (see 'modnet-tools infer --help')"
+            )
+    return inputs
+
+
+@app.command("infer", context_settings={"ignore_unknown_options": True})
 def infer(
     inputs: Annotated[
         list[str],
@@ -272,10 +287,7 @@ def infer(
             "--max-frames", min=1, help="Stop each video or camera after this many frames."
         ),
     ] = None,
-    max_pixels: Annotated[
-        int,
-        typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this."),
-    ] = 70_000_000,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     jobs: Annotated[
         int,
         typer.Option("--jobs", "-j", min=1, max=64, help="Threads encoding and writing results."),
@@ -326,7 +338,7 @@ def infer(
     from PIL import Image
 
     from toolkit.matting.batch import InferOptions, run_infer
-    from toolkit.matting.images import expand_inputs, load_image
+    from toolkit.matting.images import expand, load_image
     from toolkit.matting.prepost import parse_background, parse_network_size, parse_resize
     from toolkit.matting.runtime import parse_precision
     from toolkit.matting.session import MattingSession
@@ -357,7 +369,8 @@ def infer(
     if output_dir.exists() and not output_dir.is_dir():
         raise UsageError(f"--output-dir {output_dir}: exists and is not a folder")
 
-    items = expand_inputs(inputs)
+    expansion = expand(_option_like(inputs))
+    items = expansion.items
     many = len(items) > 1 or any(i.kind in ("video", "camera") for i in items)
     if fast:  # what "fast" means is measured and kept in toolkit/perf/fastpath.py
         from toolkit.perf.fastpath import fast_choice
@@ -406,5 +419,17 @@ def infer(
         f"({summary.frames / seconds:.2f} frames/s) -> {output_dir}",
         err=True,
     )
+    if expansion.skipped:
+        typer.echo(_skipped_line(expansion.skipped), err=True)
     if failed:
         raise ToolkitError(f"{len(failed)} of {len(summary.results)} inputs failed")
+
+
+def _skipped_line(skipped: list[Path], shown: int = 5) -> str:
+    """The summary's note of files folders and globs left out as this tool's own outputs."""
+    names = ", ".join(str(p) for p in skipped[:shown])
+    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return (
+        f"skipped {len(skipped)} file(s) this tool wrote ({names}{more}); "
+        "name a file explicitly to process it anyway"
+    )

@@ -35,6 +35,7 @@ from toolkit.errors import ToolkitError
 from toolkit.fsutil import atomic_path
 from toolkit.matting.images import DEFAULT_MAX_PIXELS, InputError, InputItem, load_image
 from toolkit.matting.live import LatestFrame, LiveFrame, LiveStats
+from toolkit.matting.marker import mark_encoded
 from toolkit.matting.prepost import (
     Background,
     OneFrameDelay,
@@ -290,8 +291,8 @@ def _write_image(dest: Path, image: U8Image, png_compression: int) -> None:
     ok, encoded = cv2.imencode(ext, image, _png_params(png_compression) if ext == ".png" else [])
     if not ok:
         raise OSError(f"OpenCV could not encode {dest.name}")
-    with atomic_path(dest) as tmp:
-        tmp.write_bytes(encoded.tobytes())
+    with atomic_path(dest) as tmp:  # marked so that folder runs know it for ours
+        tmp.write_bytes(mark_encoded(ext, encoded.tobytes()))
 
 
 def write_image_results(
