@@ -35,8 +35,9 @@ class _CliReporter:
     """Progress bar with frames/s on stderr (only on a terminal), one stdout line per input
     written, one ``error:`` line on stderr per input that failed."""
 
-    def __init__(self, show_progress: bool) -> None:
+    def __init__(self, show_progress: bool, live: bool = False) -> None:
         self._show = show_progress
+        self._live = live
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self.failures: list[str] = []
@@ -55,11 +56,18 @@ class _CliReporter:
             self._progress.advance(self._task, frames)
             task = self._progress.tasks[0]
             speed = task.finished_speed or task.speed
-            if speed:
+            if speed and not self._live:
                 self._progress.update(self._task, fps=f"{speed:.1f} frames/s")
+
+    def status(self, text: str) -> None:
+        """Live mode: frames/s, latency and drops replace the bar's own frames/s."""
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, fps=text)
 
     def item_done(self, result: ItemResult) -> None:
         # While the bar is live, rich redirects stdout and stderr to print above it.
+        if result.live is not None:
+            typer.echo(f"{result.label}: {result.live.summary()}", err=True)
         if result.ok:
             typer.echo(f"{result.label} -> {', '.join(str(p) for p in result.outputs)}")
         else:
@@ -227,6 +235,25 @@ def infer(
             "authors' rule (short side 512, multiples of 32; the IR is reshaped).",
         ),
     ] = "stretch",
+    network_size: Annotated[
+        str | None,
+        typer.Option(
+            "--network-size",
+            metavar="WxH",
+            help="Run the network at this size (multiples of 32, e.g. 320x192 or 256x256) "
+            "instead of the IR's 512x512: several times faster for live video, the matte "
+            "resized back to the frame (`benchmark` shows each size's speed and drift).",
+        ),
+    ] = None,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Cameras (and videos read as a camera, at their frame rate): matte the newest "
+            "frame and drop the frames that arrive while the network is busy, so the delay "
+            "from camera to output stays constant; reports frames/s, latency and drops.",
+        ),
+    ] = False,
     background: Annotated[
         str | None,
         typer.Option(
@@ -329,12 +356,17 @@ def infer(
 
     from toolkit.matting.batch import InferOptions, run_infer
     from toolkit.matting.images import expand, load_image
-    from toolkit.matting.prepost import parse_background, parse_resize
+    from toolkit.matting.prepost import parse_background, parse_network_size, parse_resize
     from toolkit.matting.runtime import parse_precision
     from toolkit.matting.session import MattingSession
 
     mode = parse_resize(resize)
     hint = parse_precision(inference_precision)
+    net_size = parse_network_size(network_size) if network_size is not None else None
+    if net_size is not None and mode != "stretch":
+        raise UsageError("--network-size stretches every frame to that size: drop --resize")
+    if live and ofd:
+        raise UsageError("--ofd needs every frame in a row; --live drops frames: use one")
     if no_alpha and no_rgba and background is None and not side_by_side:
         raise UsageError("--no-alpha with --no-rgba leaves nothing to write: add --background")
     if not 0.0 < ofd_tolerance < 1.0:
@@ -370,9 +402,12 @@ def infer(
         device=device,
         precision=hint,
         resize=mode,
-        performance="throughput" if many else "latency",
+        performance="throughput" if many and not live else "latency",
         requests=requests,
+        network_size=net_size,
     )
+    if session.model.precision_note:
+        typer.echo(f"note: {session.model.precision_note}", err=True)
     if verify:
         _verify(session, inputs, name, checkpoint, download_dir, model_root, onnx, max_pixels)
 
@@ -389,8 +424,9 @@ def infer(
         jobs=jobs,
         png_compression=png_compression,
         protected=_protected_files(session.xml, background, checkpoint, onnx),
+        live=live,
     )
-    reporter = _CliReporter(show_progress=sys.stderr.isatty())
+    reporter = _CliReporter(show_progress=sys.stderr.isatty(), live=live)
     summary = run_infer(session, items, options, reporter)
     failed = summary.failed
     if len(summary.results) == 1 and failed:

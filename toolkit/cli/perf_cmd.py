@@ -101,6 +101,7 @@ def quantize(
 
     from toolkit.errors import require
     from toolkit.fsutil import atomic_path
+    from toolkit.matting.runtime import cpu_capabilities
     from toolkit.paths import default_root
     from toolkit.perf.calibration import load_folder
     from toolkit.perf.quantize import parse_ignore, quantize_model
@@ -124,7 +125,7 @@ def quantize(
         subset_size=subset_size,
         ignore=ignore,
         holdout=held,
-        drift_precisions=("f32", "bf16"),
+        drift_precisions=("f32", "bf16") if cpu_capabilities(device).bf16 else ("f32",),
         force=force,
         device=device,
         max_pixels=max_pixels,
