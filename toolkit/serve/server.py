@@ -9,8 +9,13 @@ IR's pool and the process exits 0.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 from toolkit.errors import ToolkitError
 from toolkit.serve.app import create_app
@@ -39,6 +44,29 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _server_class() -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, but a drained stop is a normal exit: uvicorn re-raises SIGTERM after
+        draining, which kills the process with the signal's status before it can say so."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            wanted = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in wanted}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
 def url_of(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -54,8 +82,12 @@ def serve(settings: ServeSettings, *, log_level: str = "warning", access_log: bo
             "who reaches it can use it (set MODNET_TOOLS_TOKEN or --token)",
             file=sys.stderr,
         )
-    app = create_app(settings)
-    sock = bind(settings.host, settings.port)
+    sock = bind(settings.host, settings.port)  # a taken port fails before the model loads
+    try:
+        app = create_app(settings)
+    except BaseException:
+        sock.close()
+        raise
     config = uvicorn.Config(
         app,
         log_level=log_level,
@@ -69,7 +101,7 @@ def serve(settings: ServeSettings, *, log_level: str = "warning", access_log: bo
         date_header=True,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+    server = _server_class()(config)
     engine = app.state.engine
     print(
         f"serving {settings.name} ({settings.xml}, {settings.inference_precision}, "

@@ -247,12 +247,16 @@ def router(engine: Engine, guard: Callable[[Request], Awaitable[None]]) -> APIRo
         check_model(model, version)
         return {"name": name, "ready": True}
 
+    # Room for the model's tensor as JSON text (up to 24 characters a value), whatever the
+    # image upload limit is; a binary request needs only 4 bytes a value.
+    body_limit = max(settings.max_upload_bytes, 24 * int(np.prod(engine.input_shape)) + 65536)
+
     async def infer(request: Request, model: str, version: str | None) -> Response:
         check_model(model, version)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.request_timeout
         with engine.admit():
-            body = await read_body(request, settings.max_upload_bytes, deadline)
+            body = await read_body(request, body_limit, deadline)
             parsed = await engine.run_cpu(
                 parse_infer,
                 body,
