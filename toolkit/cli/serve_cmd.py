@@ -52,6 +52,14 @@ def serve(
         ),
     ] = "f32",
     fast: Annotated[bool, typer.Option("--fast", help=FAST_HELP)] = False,
+    network_size: Annotated[
+        str | None,
+        typer.Option(
+            "--network-size",
+            metavar="WxH",
+            help="Run the network at this size (multiples of 32) instead of the IR's, as infer does.",
+        ),
+    ] = None,
     host: Annotated[
         str,
         typer.Option(
@@ -134,6 +142,7 @@ def serve(
     require("fastapi", "serve")
     require("uvicorn", "serve")
     require("multipart", "serve")
+    from toolkit.matting.prepost import parse_network_size
     from toolkit.matting.runtime import PerformanceMode, parse_precision
     from toolkit.serve.server import serve as run_server
     from toolkit.serve.settings import TOKEN_ENV, ServeSettings
@@ -141,6 +150,7 @@ def serve(
     if performance not in ("latency", "throughput"):
         raise UsageError(f"--performance must be latency or throughput, not {performance!r}")
     hint = parse_precision(inference_precision)
+    net_size = parse_network_size(network_size) if network_size is not None else None
     perf_mode: PerformanceMode = "throughput" if performance == "throughput" else "latency"
     root = model_root or download_dir
     if fast:  # what "fast" means is measured and kept in toolkit/perf/fastpath.py
@@ -159,6 +169,7 @@ def serve(
         inference_precision=hint,
         performance=perf_mode,
         requests=requests,
+        network_size=net_size,
         host=host,
         port=port,
         token=secret,

@@ -34,6 +34,8 @@ import numpy.typing as npt
 from toolkit.errors import ToolkitError
 from toolkit.fsutil import atomic_path
 from toolkit.matting.images import DEFAULT_MAX_PIXELS, InputError, InputItem, load_image
+from toolkit.matting.live import LatestFrame, LiveFrame, LiveStats
+from toolkit.matting.marker import mark_encoded
 from toolkit.matting.prepost import (
     Background,
     OneFrameDelay,
@@ -89,6 +91,9 @@ class InferOptions:
     max_frames: int | None = None
     jobs: int = 2
     png_compression: int = DEFAULT_PNG_COMPRESSION
+    #: Cameras (and videos read as cameras, at their frame rate): matte the newest frame and
+    #: drop those arriving while busy, so the delay stays constant (:mod:`toolkit.matting.live`).
+    live: bool = False
 
 
 @dataclass
@@ -99,6 +104,8 @@ class ItemResult:
     outputs: list[Path] = field(default_factory=list)
     frames: int = 0
     error: str | None = None
+    #: Live mode: frames seen and dropped, latency of each output.
+    live: LiveStats | None = None
 
     @property
     def ok(self) -> bool:
@@ -280,18 +287,18 @@ class _BoundedPool:
 
 
 def encode_image(ext: str, image: U8Image, png_compression: int = DEFAULT_PNG_COMPRESSION) -> bytes:
-    """The bytes of ``image`` encoded as ``ext`` (``.png``, ``.jpg``...) exactly as ``infer``
-    writes its files (the server answers with the same bytes). Raises OSError if OpenCV cannot."""
+    """The bytes ``infer`` writes for ``image`` as ``ext`` (``.png``, ``.jpg``...), marked as
+    this tool's output; the server answers with the same bytes. OSError if OpenCV cannot."""
     ext = ext.lower()
     ok, encoded = cv2.imencode(ext, image, _png_params(png_compression) if ext == ".png" else [])
     if not ok:
         raise OSError(f"OpenCV could not encode a {ext} image")
-    return encoded.tobytes()
+    return mark_encoded(ext, encoded.tobytes())
 
 
 def _write_image(dest: Path, image: U8Image, png_compression: int) -> None:
     encoded = encode_image(dest.suffix, image, png_compression)
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest) as tmp:  # marked so that folder runs know it for ours
         tmp.write_bytes(encoded)
 
 
@@ -426,7 +433,15 @@ class Runner:
                     VideoReader(source, max_frames=self.options.max_frames)
                 )
                 frames = self._stoppable(reader, stack) if item.kind == "camera" else iter(reader)
-                result.frames = self._matte_video(plan, reader, frames, stack)
+                if self.options.live:
+                    # A file is read as a camera would deliver it: at its own frame rate.
+                    pace = reader.fps if item.kind == "video" else None
+                    latest = LatestFrame(frames, pace)
+                    stack.callback(latest.close)
+                    result.live = latest.stats
+                    result.frames = self._matte_video(plan, reader, iter([]), stack, latest)
+                else:
+                    result.frames = self._matte_video(plan, reader, frames, stack)
                 result.outputs = list(plan.video_outputs(self.options).values())
         except ToolkitError as exc:
             result.error = str(exc)
@@ -437,7 +452,11 @@ class Runner:
         return result
 
     def _stoppable(self, reader: VideoReader, stack: contextlib.ExitStack) -> Iterator[U8Image]:
-        """Camera frames until Ctrl-C (handled as 'stop recording', so the video is kept)."""
+        """Camera frames until Ctrl-C (handled as 'stop recording', so the video is kept).
+
+        The handler is installed here, on the calling thread, not when the frames are first
+        read: a live source reads them in a thread of its own.
+        """
         stop = threading.Event()
         if threading.current_thread() is threading.main_thread():
 
@@ -446,10 +465,14 @@ class Runner:
 
             previous = signal.signal(signal.SIGINT, on_sigint)
             stack.callback(signal.signal, signal.SIGINT, previous)
-        for frame in reader:
-            if stop.is_set():
-                return
-            yield frame
+
+        def until_stopped() -> Iterator[U8Image]:
+            for frame in reader:
+                if stop.is_set():
+                    return
+                yield frame
+
+        return until_stopped()
 
     def _matte_video(
         self,
@@ -457,6 +480,7 @@ class Runner:
         reader: VideoReader,
         frames: Iterator[U8Image],
         stack: contextlib.ExitStack,
+        live: LatestFrame | None = None,
     ) -> int:
         files = plan.video_outputs(self.options)
         if not files:
@@ -482,7 +506,9 @@ class Runner:
         # One encoding thread: frames must reach the writers in order.
         pool = _BoundedPool(1, limit=4)
 
-        def encode(frame: U8Image, alpha: F32Array) -> ItemResult | None:
+        def encode(
+            frame: U8Image, alpha: F32Array, arrived: LiveFrame | None = None
+        ) -> ItemResult | None:
             alpha8 = quantize_alpha(alpha)
             view: U8Image = grey_to_bgr(alpha8)
             if "alpha" in writers:
@@ -492,13 +518,29 @@ class Runner:
                 writers["composite"].write(view)
             if "side" in writers:
                 writers["side"].write(side_by_side(frame, view))
+            if live is not None and arrived is not None:
+                live.done(arrived)  # written: camera-to-output latency of this frame
+                status = getattr(self.reporter, "status", None)  # optional in Reporter
+                if status is not None:
+                    status(live.stats.progress())
             self.reporter.advance()
             return None
 
-        def emit(frame: U8Image, alpha: F32Array) -> None:
-            pool.submit(functools.partial(encode, frame, alpha))
+        def emit(frame: U8Image, alpha: F32Array, arrived: LiveFrame | None = None) -> None:
+            pool.submit(functools.partial(encode, frame, alpha, arrived))
 
         count = 0
+        if live is not None:
+            try:
+                # One frame at a time, the newest: whatever arrives meanwhile is dropped.
+                for latest in live:
+                    emit(latest.image, self.session.matte(latest.image), latest)
+                    count += 1
+            finally:
+                pool.shutdown()
+            for future in pool.futures:
+                future.result()
+            return count
         try:
             ahead = prefetch(frames, depth=4)
             # Stop the decoding thread before the reader is released (the stack unwinds in

@@ -53,9 +53,11 @@ class Engine:
             precision=settings.inference_precision,
             resize="stretch",
             performance=settings.performance,
+            network_size=settings.network_size,
         )
         model = self.session.model
-        self.input_size: tuple[int, int] = model.fixed_size or self.session.network_size(512, 512)
+        # Stretch: every frame goes to one size (the IR's, or --network-size), whatever its own.
+        self.input_size: tuple[int, int] = self.session.network_size(512, 512)
         compiled = model.compiled(self.input_size)
         optimal = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.requests = settings.requests or max(2, optimal)

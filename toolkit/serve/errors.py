@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from toolkit.errors import ToolkitError
-from toolkit.matting.images import InputError, NotAnImageError, TooManyPixelsError
+from toolkit.matting.images import InputError, NotAnImageError, TooLargeError
 from toolkit.serve.engine import QueueFull
 
 
@@ -35,7 +35,7 @@ def one_line(text: str, limit: int = 300) -> str:
 
 def from_input_error(exc: InputError) -> ApiError:
     """The status for an image the server cannot use."""
-    if isinstance(exc, TooManyPixelsError):
+    if isinstance(exc, TooLargeError):
         return ApiError(413, one_line(str(exc)))
     if isinstance(exc, NotAnImageError):
         return ApiError(415, one_line(str(exc)))

@@ -103,6 +103,8 @@ def serve(settings: ServeSettings, *, log_level: str = "warning", access_log: bo
     )
     server = _server_class()(config)
     engine = app.state.engine
+    if engine.session.model.precision_note:
+        print(f"note: {engine.session.model.precision_note}", file=sys.stderr)
     print(
         f"serving {settings.name} ({settings.xml}, {settings.inference_precision}, "
         f"{engine.requests} requests in flight) on {url_of(sock)}",

@@ -30,7 +30,8 @@ class ServeSettings:
     ``infer`` does for one image, so ``/v1/matte`` answers with the bytes ``infer`` writes;
     ``throughput`` runs parallel streams (more images per second under load, mattes that differ
     from ``infer``'s single-image run by rounding, as ``infer``'s batch runs do).
-    ``requests`` is the size of the IR's asynchronous pool (0: OpenVINO's optimum, at least 2).
+    ``network_size`` (H, W) runs the network at that size instead of the IR's (as ``infer
+    --network-size``). ``requests`` is the size of the IR's asynchronous pool (0: OpenVINO's optimum, at least 2).
     ``max_queue`` bounds the requests admitted at once (reading, waiting, running, encoding);
     one more is answered 503 with ``Retry-After`` without waiting.
     """
@@ -41,6 +42,7 @@ class ServeSettings:
     inference_precision: InferencePrecision = "f32"
     performance: PerformanceMode = "latency"
     requests: int = 0
+    network_size: tuple[int, int] | None = None
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     token: str | None = None
