@@ -314,13 +314,20 @@ class _BoundedPool:
 # --- writing -----------------------------------------------------------------------------------
 
 
-def _write_image(dest: Path, image: U8Image, png_compression: int) -> None:
-    ext = dest.suffix.lower()
+def encode_image(ext: str, image: U8Image, png_compression: int = DEFAULT_PNG_COMPRESSION) -> bytes:
+    """The bytes ``infer`` writes for ``image`` as ``ext`` (``.png``, ``.jpg``...), marked as
+    this tool's output; the server answers with the same bytes. OSError if OpenCV cannot."""
+    ext = ext.lower()
     ok, encoded = cv2.imencode(ext, image, _png_params(png_compression) if ext == ".png" else [])
     if not ok:
-        raise OSError(f"OpenCV could not encode {dest.name}")
+        raise OSError(f"OpenCV could not encode a {ext} image")
+    return mark_encoded(ext, encoded.tobytes())
+
+
+def _write_image(dest: Path, image: U8Image, png_compression: int) -> None:
+    encoded = encode_image(dest.suffix, image, png_compression)
     with atomic_path(dest) as tmp:  # marked so that folder runs know it for ours
-        tmp.write_bytes(mark_encoded(ext, encoded.tobytes()))
+        tmp.write_bytes(encoded)
 
 
 def write_image_results(

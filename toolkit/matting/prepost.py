@@ -233,7 +233,8 @@ def parse_background(spec: str, load_image: Callable[[Path], U8Image] | None = N
     if re.fullmatch(r"[\d\s]+,[\d\s]+,[\d\s]+", text):
         return Background(color=_parse_triplet(text, "rgb", spec), description=f"rgb {text}")
     path = Path(text)
-    if path.is_file() and load_image is not None:
+    # Without a loader (the server) a client's text is never looked up on disk.
+    if load_image is not None and path.is_file():
         return Background(image=load_image(path), description=str(path))
     raise UsageError(
         f"--background {spec!r}: not a colour (#RRGGBB, R,G,B, bgr:B,G,R, a name such as omz), "
