@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from toolkit.cli.app import app
-from toolkit.cli.options import DEFAULT_MAX_PIXELS, Device, DownloadDir, MaxPixels
+from toolkit.cli.options import DEFAULT_MAX_PIXELS, Device, DownloadDir, MaxPixels, finite
 from toolkit.errors import ToolkitError, UsageError, redact
 from toolkit.perf.fastpath import FAST_HELP
 
@@ -36,8 +36,9 @@ class _CliReporter:
     """Progress bar with frames/s on stderr (only on a terminal), one stdout line per input
     written, one ``error:`` line on stderr per input that failed."""
 
-    def __init__(self, show_progress: bool) -> None:
+    def __init__(self, show_progress: bool, live: bool = False) -> None:
         self._show = show_progress
+        self._live = live
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self.failures: list[str] = []
@@ -56,11 +57,18 @@ class _CliReporter:
             self._progress.advance(self._task, frames)
             task = self._progress.tasks[0]
             speed = task.finished_speed or task.speed
-            if speed:
+            if speed and not self._live:
                 self._progress.update(self._task, fps=f"{speed:.1f} frames/s")
+
+    def status(self, text: str) -> None:
+        """Live mode: frames/s, latency and drops replace the bar's own frames/s."""
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, fps=text)
 
     def item_done(self, result: ItemResult) -> None:
         # While the bar is live, rich redirects stdout and stderr to print above it.
+        if result.live is not None:
+            typer.echo(f"{result.label}: {result.live.summary()}", err=True)
         if result.ok:
             written = ", ".join(str(p) for p in result.outputs)
             typer.echo(redact(f"{result.label} -> {written}"))
@@ -71,6 +79,14 @@ class _CliReporter:
     def finish(self, summary: InferSummary) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+
+def _protected_files(xml: Path, *others: str | Path | None) -> tuple[Path, ...]:
+    """Files no result may land on besides the inputs: the IR and its weights, a background
+    image, the checkpoint and ONNX that --verify reads."""
+    found = [xml, xml.with_suffix(".bin")]
+    found += [Path(p) for p in others if p is not None and Path(p).is_file()]
+    return tuple(found)
 
 
 def _resolve_model(
@@ -226,6 +242,25 @@ def infer(
             "authors' rule (short side 512, multiples of 32; the IR is reshaped).",
         ),
     ] = "stretch",
+    network_size: Annotated[
+        str | None,
+        typer.Option(
+            "--network-size",
+            metavar="WxH",
+            help="Run the network at this size (multiples of 32, e.g. 320x192 or 256x256) "
+            "instead of the IR's 512x512: several times faster for live video, the matte "
+            "resized back to the frame (`benchmark` shows each size's speed and drift).",
+        ),
+    ] = None,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Cameras (and videos read as a camera, at their frame rate): matte the newest "
+            "frame and drop the frames that arrive while the network is busy, so the delay "
+            "from camera to output stays constant; reports frames/s, latency and drops.",
+        ),
+    ] = False,
     background: Annotated[
         str | None,
         typer.Option(
@@ -259,12 +294,21 @@ def infer(
     ] = False,
     ofd_tolerance: Annotated[
         float,
-        typer.Option("--ofd-tolerance", help="Alpha difference OFD treats as 'the same'."),
+        typer.Option(
+            "--ofd-tolerance",
+            min=0.0,
+            max=1.0,
+            callback=finite,
+            help="Alpha difference OFD treats as 'the same'.",
+        ),
     ] = 0.1,
     max_frames: Annotated[
         int | None,
         typer.Option(
-            "--max-frames", min=1, help="Stop each video or camera after this many frames."
+            "--max-frames",
+            min=1,
+            max=100_000_000,
+            help="Stop each video or camera after this many frames.",
         ),
     ] = None,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
@@ -319,12 +363,17 @@ def infer(
 
     from toolkit.matting.batch import InferOptions, run_infer
     from toolkit.matting.images import expand, load_image
-    from toolkit.matting.prepost import parse_background, parse_resize
+    from toolkit.matting.prepost import parse_background, parse_network_size, parse_resize
     from toolkit.matting.runtime import parse_precision
     from toolkit.matting.session import MattingSession, RandomWeightsWarning
 
     mode = parse_resize(resize)
     hint = parse_precision(inference_precision)
+    net_size = parse_network_size(network_size) if network_size is not None else None
+    if net_size is not None and mode != "stretch":
+        raise UsageError("--network-size stretches every frame to that size: drop --resize")
+    if live and ofd:
+        raise UsageError("--ofd needs every frame in a row; --live drops frames: use one")
     if no_alpha and no_rgba and background is None and not side_by_side:
         raise UsageError("--no-alpha with --no-rgba leaves nothing to write: add --background")
     if not 0.0 < ofd_tolerance < 1.0:
@@ -362,9 +411,12 @@ def infer(
             device=device,
             precision=hint,
             resize=mode,
-            performance="throughput" if many else "latency",
+            performance="throughput" if many and not live else "latency",
             requests=requests,
+            network_size=net_size,
         )
+    if session.model.precision_note:
+        typer.echo(f"note: {session.model.precision_note}", err=True)
     if session.weights_warning is not None:
         typer.echo(f"warning: {session.weights_warning}", err=True)
     if verify:
@@ -382,8 +434,10 @@ def infer(
         max_frames=max_frames,
         jobs=jobs,
         png_compression=png_compression,
+        protected=_protected_files(session.xml, background, checkpoint, onnx),
+        live=live,
     )
-    reporter = _CliReporter(show_progress=sys.stderr.isatty())
+    reporter = _CliReporter(show_progress=sys.stderr.isatty(), live=live)
     summary = run_infer(session, items, options, reporter)
     failed = summary.failed
     if len(summary.results) == 1 and failed:

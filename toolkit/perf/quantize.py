@@ -203,8 +203,10 @@ def measure_drift(
 ) -> Drift:
     """Mean, max and 99th percentile |matte difference| of ``candidate_xml`` (at
     ``candidate_precision``) against ``reference_xml`` at f32, over ``images``."""
-    from toolkit.matting.runtime import core
+    from toolkit.matting.runtime import core, effective_precision, parse_precision
 
+    # A precision this CPU lacks would silently run f32: measure (and label) what runs.
+    candidate_precision, _ = effective_precision(parse_precision(candidate_precision), device)
     ov_core = core()
     ref_model = ov_core.read_model(reference_xml)
     size = _input_size(ref_model)
