@@ -89,6 +89,8 @@ class InferOptions:
     max_frames: int | None = None
     jobs: int = 2
     png_compression: int = DEFAULT_PNG_COMPRESSION
+    #: Skip an image or video whose outputs are all present and whole (see matting/resume.py).
+    skip_existing: bool = False
 
 
 @dataclass
@@ -99,6 +101,8 @@ class ItemResult:
     outputs: list[Path] = field(default_factory=list)
     frames: int = 0
     error: str | None = None
+    #: Not run: ``--skip-existing`` found every output present and whole.
+    skipped: bool = False
 
     @property
     def ok(self) -> bool:
@@ -117,6 +121,10 @@ class InferSummary:
     @property
     def frames(self) -> int:
         return sum(r.frames for r in self.results)
+
+    @property
+    def skipped(self) -> list[ItemResult]:
+        return [r for r in self.results if r.skipped]
 
 
 class Reporter(Protocol):
@@ -207,6 +215,59 @@ def _clobber_error(plan: Plan, options: InferOptions, inputs: set[Path]) -> str 
         if dest.resolve() in inputs:
             return f"{plan.item.label}: refusing to write {dest}, which is an input file"
     return None
+
+
+def triage(
+    items: list[InputItem], options: InferOptions, reporter: Reporter
+) -> tuple[list[ItemResult], list[Plan]]:
+    """Plan every input's outputs and settle the inputs that need no work: those that fail
+    before any (an unusable spec, an output that would overwrite an input) and, with
+    ``skip_existing``, those already done. Returns their results (already reported) and the
+    plans left to run. The local runner and the Ray runner both start here, so they name and
+    skip outputs identically."""
+    from toolkit.matting.resume import outputs_whole
+
+    inputs = {i.path.resolve() for i in items if i.path is not None}
+    settled: list[ItemResult] = []
+    runnable: list[Plan] = []
+    for plan in plan_outputs(items):
+        error = plan.item.error or _clobber_error(plan, options, inputs)
+        if error is not None:
+            result = ItemResult(plan.item.label, error=error)
+        elif (
+            options.skip_existing
+            and plan.item.kind in ("image", "video")
+            and outputs_whole(plan.outputs(options).values())
+        ):
+            files = list(plan.outputs(options).values())
+            result = ItemResult(plan.item.label, outputs=files, skipped=True)
+        else:
+            runnable.append(plan)
+            continue
+        settled.append(result)
+        reporter.item_done(result)
+    return settled, runnable
+
+
+def total_frames(plans: list[Plan], options: InferOptions) -> int | None:
+    """Frames the plans will produce, for the progress bar (None: a camera without an end)."""
+    total = 0
+    for plan in plans:
+        if plan.item.kind == "image":
+            total += 1
+        elif plan.item.kind == "camera" and options.max_frames is None:
+            return None
+        elif plan.item.path is not None:
+            cap = cv2.VideoCapture(str(plan.item.path))
+            count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+            cap.release()
+            count = int(count) if count and count > 0 else 0
+            if options.max_frames is not None:
+                count = min(count, options.max_frames)
+            total += count
+        else:
+            total += options.max_frames or 0
+    return total
 
 
 # --- small concurrency helpers ----------------------------------------------------------------
@@ -331,51 +392,29 @@ class Runner:
 
     def run(self, items: list[InputItem]) -> InferSummary:
         started = time.perf_counter()
-        plans = plan_outputs(items)
-        inputs = {i.path.resolve() for i in items if i.path is not None}
-        results: list[ItemResult] = []
-        runnable: list[Plan] = []
-        for plan in plans:
-            error = plan.item.error or _clobber_error(plan, self.options, inputs)
-            if error is not None:
-                result = ItemResult(plan.item.label, error=error)
-                results.append(result)
-                self.reporter.item_done(result)
-            else:
-                runnable.append(plan)
+        results, runnable = triage(items, self.options, self.reporter)
         images = [p for p in runnable if p.item.kind == "image"]
         streams = [p for p in runnable if p.item.kind in ("video", "camera")]
-        self.reporter.start(self._total_frames(images, streams))
+        self.reporter.start(total_frames(runnable, self.options))
         if images:
-            results.extend(self._run_images(images))
+            results.extend(self.run_images(images))
         for plan in streams:
-            result = self._run_stream(plan)
+            result = self.run_stream(plan)
             results.append(result)
             self.reporter.item_done(result)
         summary = InferSummary(results, time.perf_counter() - started)
         self.reporter.finish(summary)
         return summary
 
-    def _total_frames(self, images: list[Plan], streams: list[Plan]) -> int | None:
-        total = len(images)
-        for plan in streams:
-            if plan.item.kind == "camera" and self.options.max_frames is None:
-                return None
-            if plan.item.path is not None:
-                cap = cv2.VideoCapture(str(plan.item.path))
-                count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
-                cap.release()
-                count = int(count) if count and count > 0 else 0
-                if self.options.max_frames is not None:
-                    count = min(count, self.options.max_frames)
-                total += count
-            else:
-                total += self.options.max_frames or 0
-        return total
-
     # --- images ----------------------------------------------------------------------------
 
-    def _run_images(self, plans: list[Plan]) -> list[ItemResult]:
+    def run_images(
+        self, plans: list[Plan], done: Callable[[int, ItemResult], None] | None = None
+    ) -> list[ItemResult]:
+        """Matte a run of images (decode, infer and encode overlapped); one result each.
+
+        ``done(index, result)`` is called as each image is settled (the Ray workers record
+        each one the moment its files are written)."""
         results: dict[int, ItemResult] = {}
         pool = _BoundedPool(self.options.jobs, limit=2 * max(1, self.options.jobs))
 
@@ -386,6 +425,8 @@ class Runner:
                     frame = load_image(plan.item.path, max_pixels=self.options.max_pixels)
                 except InputError as exc:
                     results[index] = ItemResult(plan.item.label, error=str(exc))
+                    if done is not None:
+                        done(index, results[index])
                     self.reporter.item_done(results[index])
                     self.reporter.advance()
                     continue
@@ -394,6 +435,8 @@ class Runner:
         def finish(index: int, frame: U8Image, alpha: F32Array) -> ItemResult:
             result = write_image_results(plans[index], frame, alpha, self.options)
             results[index] = result
+            if done is not None:
+                done(index, result)
             self.reporter.item_done(result)
             self.reporter.advance()
             return result
@@ -409,7 +452,8 @@ class Runner:
 
     # --- video and cameras -----------------------------------------------------------------
 
-    def _run_stream(self, plan: Plan) -> ItemResult:
+    def run_stream(self, plan: Plan) -> ItemResult:
+        """Matte one video or camera, frames in order, into its own writers."""
         item = plan.item
         source: Path | int = item.path if item.path is not None else int(item.camera or 0)
         result = ItemResult(item.label)

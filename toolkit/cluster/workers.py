@@ -1,0 +1,120 @@
+"""What runs on the cluster's workers: the image actor and the video task.
+
+Images: an actor compiles the IR once and then mattes batch after batch handed to it by Ray
+Data, with the local runner's :meth:`~toolkit.matting.batch.Runner.run_images` (decoding,
+several asynchronous inference requests and encoding overlapped, as locally). Videos: one task
+each, running the local runner's :meth:`~toolkit.matting.batch.Runner.run_stream` (frames in
+order, the video's own writers). Both ask the :mod:`tracker <toolkit.cluster.tracker>` first
+which inputs are already done (a retry after a worker died) and record each input the moment
+its files are written.
+
+Each worker's OpenVINO gets as many threads as the CPUs Ray reserved for it, so two one-CPU
+workers on one machine do not each spread over every core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from toolkit.matting.batch import InferOptions, ItemResult, Plan, Runner
+from toolkit.matting.images import InputItem
+from toolkit.matting.prepost import ResizeMode
+from toolkit.matting.runtime import InferencePrecision, core
+from toolkit.matting.session import MattingSession
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """How each worker opens its session (the IR path must be the same on every node)."""
+
+    xml: Path
+    device: str = "CPU"
+    precision: InferencePrecision = "f32"
+    resize: ResizeMode = "stretch"
+    requests: int = 0
+    threads: int = 1
+
+    def open(self) -> MattingSession:
+        if self.device.startswith("CPU"):
+            core().set_property("CPU", {"INFERENCE_NUM_THREADS": self.threads})
+        return MattingSession.from_xml(
+            self.xml,
+            device=self.device,
+            precision=self.precision,
+            resize=self.resize,
+            performance="throughput",
+            # At least two requests even on one thread: the next frame is resized while the
+            # current one runs.
+            requests=self.requests or max(2, self.threads),
+        )
+
+
+def plan_row(plan: Plan, key: int) -> dict[str, Any]:
+    """A plan as a Ray Data row (plain columns)."""
+    item = plan.item
+    return {
+        "key": key,
+        "kind": item.kind,
+        "label": item.label,
+        "path": str(item.path) if item.path is not None else "",
+        "stem": plan.stem,
+    }
+
+
+def row_plan(kind: str, label: str, path: str, stem: str) -> Plan:
+    item = InputItem(kind="image" if kind == "image" else "video", label=label, path=Path(path))
+    return Plan(item, stem)
+
+
+class ImageMatter:
+    """Ray Data's callable class for images: one compiled IR per actor, reused for every batch."""
+
+    def __init__(self, spec: SessionSpec, options: InferOptions, tracker: Any) -> None:
+        self._runner = Runner(spec.open(), options)
+        self._tracker = tracker
+
+    def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+        import ray
+
+        keys = [int(k) for k in batch["key"]]
+        done = ray.get(self._tracker.done.remote(keys))
+        todo = [i for i, key in enumerate(keys) if key not in done]
+        plans = [
+            row_plan("image", str(batch["label"][i]), str(batch["path"][i]), str(batch["stem"][i]))
+            for i in todo
+        ]
+        pending: list[Any] = []
+
+        def record(index: int, result: ItemResult) -> None:
+            pending.append(self._tracker.record.remote(keys[todo[index]], result))
+
+        if plans:
+            self._runner.run_images(plans, done=record)
+        ray.get(pending)
+        return {"key": np.asarray(keys, dtype=np.int64)}
+
+
+def matte_video(row: dict[str, Any], spec: SessionSpec, options: InferOptions, tracker: Any) -> int:
+    """One video, start to end, on one worker; returns its key once its result is recorded."""
+    import ray
+
+    from toolkit.cluster.tracker import TrackerReporter
+
+    key = int(row["key"])
+    if ray.get(tracker.done.remote([key])):
+        return key
+    plan = row_plan("video", row["label"], row["path"], row["stem"])
+    result: ItemResult
+    try:
+        session = spec.open()
+    except Exception as exc:  # the IR cannot load on this node: this input fails, not the run
+        result = ItemResult(plan.item.label, error=f"{plan.item.label}: {exc}")
+    else:
+        result = Runner(session, options, TrackerReporter(tracker, key)).run_stream(plan)
+    ray.get(tracker.record.remote(key, result))
+    return key
