@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from toolkit.matting.batch import (
     total_frames,
     triage,
 )
+from toolkit.matting.resume import sweep_partials
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class _Driver:
             with ray_session(self.cluster.address) as ray:
                 produced = self._distribute(ray, images, videos)
             results.extend(produced)
+            # Every worker of this run is done: clear what killed ones left half-written.
+            sweep_partials(d for p in images + videos for d in p.outputs(self.options).values())
         summary = InferSummary(results, time.perf_counter() - started)
         self.reporter.finish(summary)
         return summary
@@ -163,6 +167,10 @@ class _Driver:
         rows = [plan_row(plan, key) for key, plan in enumerate(images)]
         try:
             dataset = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / batch))
+            # Ray deprecates passing remote options as keywords, but has no named parameter
+            # for max_task_retries yet; the default (-1) would retry an input that kills its
+            # worker forever.
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
             dataset = dataset.map_batches(
                 ImageMatter,
                 fn_constructor_kwargs={

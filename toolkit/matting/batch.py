@@ -225,12 +225,17 @@ def triage(
     ``skip_existing``, those already done. Returns their results (already reported) and the
     plans left to run. The local runner and the Ray runner both start here, so they name and
     skip outputs identically."""
-    from toolkit.matting.resume import outputs_whole
+    from toolkit.matting.resume import outputs_whole, sweep_partials
 
     inputs = {i.path.resolve() for i in items if i.path is not None}
     settled: list[ItemResult] = []
     runnable: list[Plan] = []
-    for plan in plan_outputs(items):
+    plans = plan_outputs(items)
+    if options.skip_existing:  # continuing a killed run: first clear what it left half-done
+        sweep_partials(
+            d for p in plans if p.item.kind != "error" for d in p.outputs(options).values()
+        )
+    for plan in plans:
         error = plan.item.error or _clobber_error(plan, options, inputs)
         if error is not None:
             result = ItemResult(plan.item.label, error=error)

@@ -12,6 +12,8 @@ of it, and its outputs are replaced atomically.
 
 from __future__ import annotations
 
+import contextlib
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -70,3 +72,34 @@ def outputs_whole(paths: Iterable[Path]) -> bool:
     """True when there is at least one output and every one is present and whole."""
     listed = list(paths)
     return bool(listed) and all(output_whole(p) for p in listed)
+
+
+def _partial_pattern(dest: Path) -> re.Pattern[str]:
+    """Names :func:`toolkit.fsutil.atomic_path` gives ``dest``'s temporaries (``.<name>.<8
+    random characters><suffix>.part``) and a video writer's inner file (the same without
+    ``.part``)."""
+    name = re.escape(dest.name)
+    return re.compile(rf"^\.{name}\.[A-Za-z0-9_]{{8}}{re.escape(dest.suffix)}(\.part)?$")
+
+
+def sweep_partials(dests: Iterable[Path]) -> list[Path]:
+    """Remove the temporaries a killed writer left beside ``dests`` (a worker killed mid-write
+    cannot clean up after itself); only names this toolkit's writers give those outputs.
+
+    Call it only when no writer of this run is still working on ``dests``.
+    """
+    removed: list[Path] = []
+    by_folder: dict[Path, list[re.Pattern[str]]] = {}
+    for dest in dests:
+        by_folder.setdefault(dest.parent, []).append(_partial_pattern(dest))
+    for folder, patterns in by_folder.items():
+        try:
+            names = [n for n in (e.name for e in folder.iterdir()) if n.startswith(".")]
+        except OSError:
+            continue
+        for name in names:
+            if any(p.match(name) for p in patterns):
+                with contextlib.suppress(FileNotFoundError):
+                    (folder / name).unlink()
+                    removed.append(folder / name)
+    return removed
