@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from toolkit.cli.app import app
-from toolkit.cli.options import Device, DownloadDir
+from toolkit.cli.options import DEFAULT_MAX_PIXELS, Device, DownloadDir, MaxPixels, finite
 from toolkit.errors import ToolkitError, UsageError
 from toolkit.perf.fastpath import FAST_HELP
 
@@ -35,8 +35,9 @@ class _CliReporter:
     """Progress bar with frames/s on stderr (only on a terminal), one stdout line per input
     written, one ``error:`` line on stderr per input that failed."""
 
-    def __init__(self, show_progress: bool) -> None:
+    def __init__(self, show_progress: bool, live: bool = False) -> None:
         self._show = show_progress
+        self._live = live
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self.failures: list[str] = []
@@ -55,11 +56,18 @@ class _CliReporter:
             self._progress.advance(self._task, frames)
             task = self._progress.tasks[0]
             speed = task.finished_speed or task.speed
-            if speed:
+            if speed and not self._live:
                 self._progress.update(self._task, fps=f"{speed:.1f} frames/s")
+
+    def status(self, text: str) -> None:
+        """Live mode: frames/s, latency and drops replace the bar's own frames/s."""
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, fps=text)
 
     def item_done(self, result: ItemResult) -> None:
         # While the bar is live, rich redirects stdout and stderr to print above it.
+        if result.live is not None:
+            typer.echo(f"{result.label}: {result.live.summary()}", err=True)
         if result.skipped:
             typer.echo(f"{result.label}: skipped, outputs present and whole")
         elif result.ok:
@@ -71,6 +79,14 @@ class _CliReporter:
     def finish(self, summary: InferSummary) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+
+def _protected_files(xml: Path, *others: str | Path | None) -> tuple[Path, ...]:
+    """Files no result may land on besides the inputs: the IR and its weights, a background
+    image, the checkpoint and ONNX that --verify reads."""
+    found = [xml, xml.with_suffix(".bin")]
+    found += [Path(p) for p in others if p is not None and Path(p).is_file()]
+    return tuple(found)
 
 
 def _resolve_model(
@@ -153,7 +169,22 @@ def _checkpoint_path(root: Path, name: str) -> Path:
     return model_dir(root, name) / f"{name.replace('-', '_')}.ckpt"
 
 
-@app.command("infer")
+def _option_like(inputs: list[str]) -> list[str]:
+    """Inputs that start with '-': a negative camera index (``-1``, which fails alone as an
+    input) stays; anything else is an option Click did not know, refused as bad usage.
+
+    ``infer`` lets unknown options through as arguments so that ``-1`` reaches the batch as
+    one failing input instead of aborting it with "no such option"."""
+    for spec in inputs:
+        numeric = spec[1:2].isdigit()  # -1, -0x1: a would-be camera, failed by expand()
+        if spec.startswith("-") and spec != "-" and not numeric and not Path(spec).exists():
+            raise UsageError(
+                f"no such option: {spec.split('=')[0]} (see 'modnet-tools infer --help')"
+            )
+    return inputs
+
+
+@app.command("infer", context_settings={"ignore_unknown_options": True})
 def infer(
     inputs: Annotated[
         list[str],
@@ -206,6 +237,25 @@ def infer(
             "authors' rule (short side 512, multiples of 32; the IR is reshaped).",
         ),
     ] = "stretch",
+    network_size: Annotated[
+        str | None,
+        typer.Option(
+            "--network-size",
+            metavar="WxH",
+            help="Run the network at this size (multiples of 32, e.g. 320x192 or 256x256) "
+            "instead of the IR's 512x512: several times faster for live video, the matte "
+            "resized back to the frame (`benchmark` shows each size's speed and drift).",
+        ),
+    ] = None,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Cameras (and videos read as a camera, at their frame rate): matte the newest "
+            "frame and drop the frames that arrive while the network is busy, so the delay "
+            "from camera to output stays constant; reports frames/s, latency and drops.",
+        ),
+    ] = False,
     background: Annotated[
         str | None,
         typer.Option(
@@ -239,18 +289,24 @@ def infer(
     ] = False,
     ofd_tolerance: Annotated[
         float,
-        typer.Option("--ofd-tolerance", help="Alpha difference OFD treats as 'the same'."),
+        typer.Option(
+            "--ofd-tolerance",
+            min=0.0,
+            max=1.0,
+            callback=finite,
+            help="Alpha difference OFD treats as 'the same'.",
+        ),
     ] = 0.1,
     max_frames: Annotated[
         int | None,
         typer.Option(
-            "--max-frames", min=1, help="Stop each video or camera after this many frames."
+            "--max-frames",
+            min=1,
+            max=100_000_000,
+            help="Stop each video or camera after this many frames.",
         ),
     ] = None,
-    max_pixels: Annotated[
-        int,
-        typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this."),
-    ] = 70_000_000,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     jobs: Annotated[
         int,
         typer.Option("--jobs", "-j", min=1, max=64, help="Threads encoding and writing results."),
@@ -331,13 +387,18 @@ def infer(
     from PIL import Image
 
     from toolkit.matting.batch import InferOptions, run_infer
-    from toolkit.matting.images import expand_inputs, load_image
-    from toolkit.matting.prepost import parse_background, parse_resize
+    from toolkit.matting.images import expand, load_image
+    from toolkit.matting.prepost import parse_background, parse_network_size, parse_resize
     from toolkit.matting.runtime import parse_precision
     from toolkit.matting.session import MattingSession
 
     mode = parse_resize(resize)
     hint = parse_precision(inference_precision)
+    net_size = parse_network_size(network_size) if network_size is not None else None
+    if net_size is not None and mode != "stretch":
+        raise UsageError("--network-size stretches every frame to that size: drop --resize")
+    if live and ofd:
+        raise UsageError("--ofd needs every frame in a row; --live drops frames: use one")
     if no_alpha and no_rgba and background is None and not side_by_side:
         raise UsageError("--no-alpha with --no-rgba leaves nothing to write: add --background")
     if not 0.0 < ofd_tolerance < 1.0:
@@ -357,7 +418,8 @@ def infer(
     if output_dir.exists() and not output_dir.is_dir():
         raise UsageError(f"--output-dir {output_dir}: exists and is not a folder")
 
-    items = expand_inputs(inputs)
+    expansion = expand(_option_like(inputs))
+    items = expansion.items
     many = len(items) > 1 or any(i.kind in ("video", "camera") for i in items)
     if fast:  # what "fast" means is measured and kept in toolkit/perf/fastpath.py
         from toolkit.perf.fastpath import fast_choice
@@ -371,18 +433,22 @@ def infer(
         from toolkit.cluster.connect import check_address
 
         check_address(ray)
-    session: MattingSession | None = None
-    if ray is None or verify:  # on a cluster, the workers compile their own
-        session = MattingSession.from_xml(
-            xml,
-            device=device,
-            precision=hint,
-            resize=mode,
-            performance="throughput" if many else "latency",
-            requests=requests,
-        )
+        if live:
+            raise UsageError("--live mattes frames as a camera delivers them, here: drop --ray")
+    # Cheap: the IR is read and checked here, compiled on first use (on a cluster, by each
+    # worker; this one is then used only by --verify).
+    session = MattingSession.from_xml(
+        xml,
+        device=device,
+        precision=hint,
+        resize=mode,
+        performance="throughput" if many and not live else "latency",
+        requests=requests,
+        network_size=net_size,
+    )
+    if session.model.precision_note:
+        typer.echo(f"note: {session.model.precision_note}", err=True)
     if verify:
-        assert session is not None
         _verify(session, inputs, name, checkpoint, download_dir, model_root, onnx, max_pixels)
 
     options = InferOptions(
@@ -398,17 +464,25 @@ def infer(
         jobs=jobs,
         png_compression=png_compression,
         skip_existing=skip_existing,
+        protected=_protected_files(session.xml, background, checkpoint, onnx),
+        live=live,
     )
-    reporter = _CliReporter(show_progress=sys.stderr.isatty())
+    reporter = _CliReporter(show_progress=sys.stderr.isatty(), live=live)
     if ray is not None:
         from toolkit.cluster.runner import ClusterOptions, run_on_ray
         from toolkit.cluster.workers import SessionSpec
 
-        spec = SessionSpec(xml, device=device, precision=hint, resize=mode, requests=requests)
+        spec = SessionSpec(
+            xml,
+            device=device,
+            precision=hint,
+            resize=mode,
+            requests=requests,
+            network_size=net_size,
+        )
         cluster = ClusterOptions(address=ray, workers=ray_workers, cpus=ray_cpus)
         summary = run_on_ray(items, options, spec, cluster, reporter)
     else:
-        assert session is not None
         summary = run_infer(session, items, options, reporter)
     failed = summary.failed
     if len(summary.results) == 1 and failed:
@@ -421,5 +495,17 @@ def infer(
         + (f" ({skipped} skipped: already done)" if skipped else ""),
         err=True,
     )
+    if expansion.skipped:
+        typer.echo(_skipped_line(expansion.skipped), err=True)
     if failed:
         raise ToolkitError(f"{len(failed)} of {len(summary.results)} inputs failed")
+
+
+def _skipped_line(skipped: list[Path], shown: int = 5) -> str:
+    """The summary's note of files folders and globs left out as this tool's own outputs."""
+    names = ", ".join(str(p) for p in skipped[:shown])
+    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return (
+        f"skipped {len(skipped)} file(s) this tool wrote ({names}{more}); "
+        "name a file explicitly to process it anyway"
+    )

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from toolkit.cli.app import app
-from toolkit.cli.options import Device, JsonFile, OutputDir
+from toolkit.cli.options import DEFAULT_MAX_PIXELS, Device, JsonFile, MaxPixels, OutputDir, finite
 from toolkit.errors import ToolkitError, UsageError
 
 DEFAULT_MODEL = "modnet-webcam-portrait-matting"
@@ -25,14 +25,27 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _check_writable(dest: Path) -> None:
-    """Fail before minutes of work, not after, when the report cannot be written there."""
-    if dest.is_dir():
-        raise UsageError(f"--json {dest}: is a folder")
+def _check_writable(dest: Path, inputs: list[Path | None]) -> None:
+    """Fail before minutes of work, not after, when the report cannot be written there or
+    would replace one of the command's inputs or a file that is not a JSON report."""
+    from toolkit.fsutil import check_output
+
+    check_output(dest, "json", inputs=[p for p in inputs if p is not None], option="--json")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ToolkitError(f"--json {dest}: cannot write: {exc.strerror or exc}") from None
+
+
+def _model_files(root: Path, name: str) -> list[Path | None]:
+    """Every file of the model's tree (checkpoint, ONNX, each IR's .xml and .bin): a report
+    written over any of them would destroy the model the command just measured."""
+    from toolkit.paths import model_dir
+
+    folder = model_dir(root, name)
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.rglob("*") if p.is_file()]
 
 
 @app.command("quantize")
@@ -79,6 +92,7 @@ def quantize(
     ] = False,
     json_file: JsonFile = None,
     device: Device = "CPU",
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Make an FP16-INT8 IR with NNCF post-training quantization from the FP32 IR that
     `convert` wrote: <output-dir>/public/<name>/FP16-INT8/<name>.xml. Prints the matte drift
@@ -87,17 +101,22 @@ def quantize(
 
     from toolkit.errors import require
     from toolkit.fsutil import atomic_path
+    from toolkit.matting.runtime import cpu_capabilities
     from toolkit.paths import default_root
     from toolkit.perf.calibration import load_folder
     from toolkit.perf.quantize import parse_ignore, quantize_model
 
     _check_name(name)
     parse_ignore(ignore)
-    if json_file is not None:
-        _check_writable(json_file)
-    require("nncf", "quantize")
     root = output_dir if output_dir is not None else default_root()
-    held = [image for _, image in load_folder(holdout)] if holdout is not None else None
+    if json_file is not None:
+        _check_writable(json_file, [*_model_files(root, name), calibration, holdout])
+    require("nncf", "quantize")
+    held = (
+        [image for _, image in load_folder(holdout, max_pixels=max_pixels, option="--holdout")]
+        if holdout is not None
+        else None
+    )
     typer.echo(f"========== Quantizing {name} (FP32 -> FP16-INT8)")
     result = quantize_model(
         root,
@@ -106,9 +125,10 @@ def quantize(
         subset_size=subset_size,
         ignore=ignore,
         holdout=held,
-        drift_precisions=("f32", "bf16"),
+        drift_precisions=("f32", "bf16") if cpu_capabilities(device).bf16 else ("f32",),
         force=force,
         device=device,
+        max_pixels=max_pixels,
     )
     if result.skipped:
         typer.echo(f"  up to date: {result.xml} (use --force to quantize again)")
@@ -194,6 +214,7 @@ def benchmark(
             metavar="S",
             min=0.0,
             max=600.0,
+            callback=finite,
             help="Throughput window per candidate and round (latency gets half).",
         ),
     ] = 1.0,
@@ -256,9 +277,9 @@ def benchmark(
             )
     if "f32" not in hints:
         hints.insert(0, "f32")  # the FP32 IR at f32 is every row's accuracy reference
-    if json_file is not None:
-        _check_writable(json_file)
     root = output_dir if output_dir is not None else default_root()
+    if json_file is not None:
+        _check_writable(json_file, [*_model_files(root, name), onnx, checkpoint, video])
     settings = {
         "root": str(root),
         "name": name,

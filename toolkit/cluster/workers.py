@@ -37,6 +37,7 @@ class SessionSpec:
     precision: InferencePrecision = "f32"
     resize: ResizeMode = "stretch"
     requests: int = 0
+    network_size: tuple[int, int] | None = None
     threads: int = 1
 
     def open(self) -> MattingSession:
@@ -51,6 +52,7 @@ class SessionSpec:
             # At least two requests even on one thread: the next frame is resized while the
             # current one runs.
             requests=self.requests or max(2, self.threads),
+            network_size=self.network_size,
         )
 
 

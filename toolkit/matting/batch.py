@@ -19,6 +19,7 @@ import queue
 import signal
 import threading
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,16 +32,21 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from toolkit.errors import ToolkitError
-from toolkit.fsutil import atomic_path
+from toolkit.errors import ToolkitError, UsageError
+from toolkit.fsutil import FileSet, atomic_path, check_output
 from toolkit.matting.images import DEFAULT_MAX_PIXELS, InputError, InputItem, load_image
+from toolkit.matting.live import LatestFrame, LiveFrame, LiveStats
+from toolkit.matting.marker import mark_encoded
 from toolkit.matting.prepost import (
     Background,
+    NetworkSizeError,
+    NonFiniteMatteError,
     OneFrameDelay,
     composite,
     cutout,
     grey_to_bgr,
     quantize_alpha,
+    require_finite,
     side_by_side,
 )
 from toolkit.matting.session import MattingSession
@@ -89,6 +95,11 @@ class InferOptions:
     max_frames: int | None = None
     jobs: int = 2
     png_compression: int = DEFAULT_PNG_COMPRESSION
+    #: Files no result may be written over besides the inputs (the model, a background image).
+    protected: tuple[Path, ...] = ()
+    #: Cameras (and videos read as cameras, at their frame rate): matte the newest frame and
+    #: drop those arriving while busy, so the delay stays constant (:mod:`toolkit.matting.live`).
+    live: bool = False
     #: Skip an image or video whose outputs are all present and whole (see matting/resume.py).
     skip_existing: bool = False
 
@@ -101,6 +112,8 @@ class ItemResult:
     outputs: list[Path] = field(default_factory=list)
     frames: int = 0
     error: str | None = None
+    #: Live mode: frames seen and dropped, latency of each output.
+    live: LiveStats | None = None
     #: Not run: ``--skip-existing`` found every output present and whole.
     skipped: bool = False
 
@@ -194,26 +207,48 @@ class Plan:
         return self.video_outputs(options)
 
 
-def plan_outputs(items: list[InputItem]) -> list[Plan]:
-    """One unique stem per input: ``photo``, then ``photo-2``, ``photo-3`` for later inputs
-    with the same name (``a/photo.jpg`` and ``b/photo.png`` must not overwrite each other)."""
-    used: dict[str, int] = {}
+def _name_key(name: str) -> str:
+    """How a file system may compare two names: case-insensitively (macOS, Windows) and after
+    Unicode normalisation (macOS stores NFD), so ``Photo.png`` and ``photo.png`` are one name."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def plan_outputs(items: list[InputItem], options: InferOptions | None = None) -> list[Plan]:
+    """One stem per input whose output file names are unique against every name already
+    planned: ``photo``, then ``photo-2``, ``photo-3``... whatever the inputs are called
+    (``a/photo.jpg b/photo.png c/photo-2.jpg`` gives ``photo``, ``photo-2``, ``photo-2-2``),
+    compared as a case-insensitive file system would."""
+    planned: set[str] = set()
+    stems: set[str] = set()
     plans = []
     for item in items:
         if item.kind == "error":
             plans.append(Plan(item, ""))
             continue
         base = item.path.stem if item.path is not None else f"camera{item.camera}"
-        count = used.get(base.lower(), 0) + 1
-        used[base.lower()] = count
-        plans.append(Plan(item, base if count == 1 else f"{base}-{count}"))
+        count = 1
+        while True:
+            plan = Plan(item, base if count == 1 else f"{base}-{count}")
+            names = (
+                {_name_key(p.name) for p in plan.outputs(options).values()}
+                if options is not None
+                else set()
+            )
+            if _name_key(plan.stem) not in stems and not names & planned:
+                break
+            count += 1
+        stems.add(_name_key(plan.stem))
+        planned |= names
+        plans.append(plan)
     return plans
 
 
-def _clobber_error(plan: Plan, options: InferOptions, inputs: set[Path]) -> str | None:
-    for dest in plan.outputs(options).values():
-        if dest.resolve() in inputs:
-            return f"{plan.item.label}: refusing to write {dest}, which is an input file"
+def _clobber_error(plan: Plan, options: InferOptions, inputs: FileSet) -> str | None:
+    for kind, dest in plan.outputs(options).items():
+        try:
+            check_output(dest, "image" if plan.item.kind == "image" else "video", inputs=inputs)
+        except UsageError as exc:
+            return f"{plan.item.label}: {exc} ({kind} result)"
     return None
 
 
@@ -227,10 +262,10 @@ def triage(
     skip outputs identically."""
     from toolkit.matting.resume import outputs_whole, sweep_partials
 
-    inputs = {i.path.resolve() for i in items if i.path is not None}
+    inputs = FileSet([i.path for i in items if i.path is not None] + list(options.protected))
     settled: list[ItemResult] = []
     runnable: list[Plan] = []
-    plans = plan_outputs(items)
+    plans = plan_outputs(items, options)
     if options.skip_existing:  # continuing a killed run: first clear what it left half-done
         sweep_partials(
             d for p in plans if p.item.kind != "error" for d in p.outputs(options).values()
@@ -345,13 +380,20 @@ class _BoundedPool:
 # --- writing -----------------------------------------------------------------------------------
 
 
-def _write_image(dest: Path, image: U8Image, png_compression: int) -> None:
-    ext = dest.suffix.lower()
+def encode_image(ext: str, image: U8Image, png_compression: int = DEFAULT_PNG_COMPRESSION) -> bytes:
+    """The bytes ``infer`` writes for ``image`` as ``ext`` (``.png``, ``.jpg``...), marked as
+    this tool's output; the server answers with the same bytes. OSError if OpenCV cannot."""
+    ext = ext.lower()
     ok, encoded = cv2.imencode(ext, image, _png_params(png_compression) if ext == ".png" else [])
     if not ok:
-        raise OSError(f"OpenCV could not encode {dest.name}")
-    with atomic_path(dest) as tmp:
-        tmp.write_bytes(encoded.tobytes())
+        raise OSError(f"OpenCV could not encode a {ext} image")
+    return mark_encoded(ext, encoded.tobytes())
+
+
+def _write_image(dest: Path, image: U8Image, png_compression: int) -> None:
+    encoded = encode_image(dest.suffix, image, png_compression)
+    with atomic_path(dest) as tmp:  # marked so that folder runs know it for ours
+        tmp.write_bytes(encoded)
 
 
 def write_image_results(
@@ -428,7 +470,10 @@ class Runner:
                 assert plan.item.path is not None
                 try:
                     frame = load_image(plan.item.path, max_pixels=self.options.max_pixels)
-                except InputError as exc:
+                    self.session.network_size(*frame.shape[:2])  # refuse what would need GBs
+                except (InputError, NetworkSizeError) as exc:
+                    if isinstance(exc, NetworkSizeError):
+                        exc = InputError(f"{plan.item.label}: {exc}")
                     results[index] = ItemResult(plan.item.label, error=str(exc))
                     if done is not None:
                         done(index, results[index])
@@ -438,7 +483,14 @@ class Runner:
                 yield index, frame
 
         def finish(index: int, frame: U8Image, alpha: F32Array) -> ItemResult:
-            result = write_image_results(plans[index], frame, alpha, self.options)
+            try:
+                require_finite(alpha)
+            except NonFiniteMatteError as exc:
+                result = ItemResult(
+                    plans[index].item.label, error=f"{plans[index].item.label}: {exc}"
+                )
+            else:
+                result = write_image_results(plans[index], frame, alpha, self.options)
             results[index] = result
             if done is not None:
                 done(index, result)
@@ -447,7 +499,8 @@ class Runner:
             return result
 
         try:
-            for index, frame, alpha in self.session.matte_stream(prefetch(decoded(), depth=4)):
+            stream = self.session.matte_stream(prefetch(decoded(), depth=4), check_finite=False)
+            for index, frame, alpha in stream:
                 pool.submit(functools.partial(finish, index, frame, alpha))
         finally:
             pool.shutdown()
@@ -468,10 +521,19 @@ class Runner:
                     VideoReader(source, max_frames=self.options.max_frames)
                 )
                 frames = self._stoppable(reader, stack) if item.kind == "camera" else iter(reader)
-                result.frames = self._matte_video(plan, reader, frames, stack)
+                if self.options.live:
+                    # A file is read as a camera would deliver it: at its own frame rate.
+                    pace = reader.fps if item.kind == "video" else None
+                    latest = LatestFrame(frames, pace)
+                    stack.callback(latest.close)
+                    result.live = latest.stats
+                    result.frames = self._matte_video(plan, reader, iter([]), stack, latest)
+                else:
+                    result.frames = self._matte_video(plan, reader, frames, stack)
                 result.outputs = list(plan.video_outputs(self.options).values())
         except ToolkitError as exc:
-            result.error = str(exc)
+            text = str(exc)
+            result.error = text if text.startswith(item.label) else f"{item.label}: {text}"
             result.outputs = []
         except OSError as exc:
             result.error = f"{item.label}: cannot write results: {exc.strerror or exc}"
@@ -479,7 +541,11 @@ class Runner:
         return result
 
     def _stoppable(self, reader: VideoReader, stack: contextlib.ExitStack) -> Iterator[U8Image]:
-        """Camera frames until Ctrl-C (handled as 'stop recording', so the video is kept)."""
+        """Camera frames until Ctrl-C (handled as 'stop recording', so the video is kept).
+
+        The handler is installed here, on the calling thread, not when the frames are first
+        read: a live source reads them in a thread of its own.
+        """
         stop = threading.Event()
         if threading.current_thread() is threading.main_thread():
 
@@ -488,10 +554,14 @@ class Runner:
 
             previous = signal.signal(signal.SIGINT, on_sigint)
             stack.callback(signal.signal, signal.SIGINT, previous)
-        for frame in reader:
-            if stop.is_set():
-                return
-            yield frame
+
+        def until_stopped() -> Iterator[U8Image]:
+            for frame in reader:
+                if stop.is_set():
+                    return
+                yield frame
+
+        return until_stopped()
 
     def _matte_video(
         self,
@@ -499,6 +569,7 @@ class Runner:
         reader: VideoReader,
         frames: Iterator[U8Image],
         stack: contextlib.ExitStack,
+        live: LatestFrame | None = None,
     ) -> int:
         files = plan.video_outputs(self.options)
         if not files:
@@ -507,6 +578,7 @@ class Runner:
                 "add --background or --side-by-side"
             )
         width, height = reader.width, reader.height
+        self.session.network_size(height, width)  # before any writer opens
         writers = {
             kind: stack.enter_context(
                 VideoWriter(
@@ -524,7 +596,9 @@ class Runner:
         # One encoding thread: frames must reach the writers in order.
         pool = _BoundedPool(1, limit=4)
 
-        def encode(frame: U8Image, alpha: F32Array) -> ItemResult | None:
+        def encode(
+            frame: U8Image, alpha: F32Array, arrived: LiveFrame | None = None
+        ) -> ItemResult | None:
             alpha8 = quantize_alpha(alpha)
             view: U8Image = grey_to_bgr(alpha8)
             if "alpha" in writers:
@@ -534,13 +608,29 @@ class Runner:
                 writers["composite"].write(view)
             if "side" in writers:
                 writers["side"].write(side_by_side(frame, view))
+            if live is not None and arrived is not None:
+                live.done(arrived)  # written: camera-to-output latency of this frame
+                status = getattr(self.reporter, "status", None)  # optional in Reporter
+                if status is not None:
+                    status(live.stats.progress())
             self.reporter.advance()
             return None
 
-        def emit(frame: U8Image, alpha: F32Array) -> None:
-            pool.submit(functools.partial(encode, frame, alpha))
+        def emit(frame: U8Image, alpha: F32Array, arrived: LiveFrame | None = None) -> None:
+            pool.submit(functools.partial(encode, frame, alpha, arrived))
 
         count = 0
+        if live is not None:
+            try:
+                # One frame at a time, the newest: whatever arrives meanwhile is dropped.
+                for latest in live:
+                    emit(latest.image, self.session.matte(latest.image), latest)
+                    count += 1
+            finally:
+                pool.shutdown()
+            for future in pool.futures:
+                future.result()
+            return count
         try:
             ahead = prefetch(frames, depth=4)
             # Stop the decoding thread before the reader is released (the stack unwinds in
