@@ -9,9 +9,11 @@ the :mod:`tracker <toolkit.cluster.tracker>`, which feeds the caller's reporter 
 the same progress bar, per-input lines and summary as a local run.
 
 Faults: Ray restarts a dead image actor and re-runs its batches, and re-runs a dead video task,
-up to ``retries`` times each, on any node with room; the tracker keeps inputs already done from
-being done again. What the cluster could not finish (retries exhausted, a failed actor start)
-is reported per input, as a failure of that input, never silently dropped.
+on any node with room, for as long as it takes a lost node to be declared dead; the tracker
+keeps inputs already done from being done again, and gives up an input whose attempts killed
+their worker :data:`~toolkit.cluster.tracker.MAX_ATTEMPTS` times (as a failure of that input
+alone). What the cluster could not finish at all (a failed actor start) is reported per
+input, as a failure of that input, never silently dropped.
 
 Paths: inputs, outputs and the IR must be on a filesystem every node sees at the same path;
 they are handed to workers as absolute paths, and the printed output paths are the local
@@ -23,7 +25,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -48,14 +49,12 @@ from toolkit.matting.resume import sweep_partials
 @dataclass(frozen=True)
 class ClusterOptions:
     """Where and how wide: ``workers`` image actors (default: as many as the cluster's CPUs
-    allow) of ``cpus`` CPUs each; ``batch_size`` images a Ray Data batch; ``retries`` attempts
-    after a worker dies before an input is given up."""
+    allow) of ``cpus`` CPUs each; ``batch_size`` images a Ray Data batch."""
 
     address: str = LOCAL
     workers: int | None = None
     cpus: int = 1
     batch_size: int = 8
-    retries: int = 3
 
 
 def run_on_ray(
@@ -121,9 +120,11 @@ class _Driver:
         tracker = start_tracker(ray)
         plans = images + videos  # key = position in this list
         lost: dict[int, str] = {}
-        video_task = ray.remote(
-            num_cpus=self.cluster.cpus, max_retries=self.cluster.retries, retry_exceptions=False
-        )(matte_video)
+        # Retried without limit by Ray (a lost node may take a while to be declared dead); the
+        # tracker gives an input up after MAX_ATTEMPTS attempts that killed their worker.
+        video_task = ray.remote(num_cpus=self.cluster.cpus, max_retries=-1, retry_exceptions=False)(
+            matte_video
+        )
         video_refs = {
             video_task.remote(
                 plan_row(plan, len(images) + i), self.spec, self.remote_options, tracker
@@ -167,10 +168,6 @@ class _Driver:
         rows = [plan_row(plan, key) for key, plan in enumerate(images)]
         try:
             dataset = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / batch))
-            # Ray deprecates passing remote options as keywords, but has no named parameter
-            # for max_task_retries yet; the default (-1) would retry an input that kills its
-            # worker forever.
-            warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
             dataset = dataset.map_batches(
                 ImageMatter,
                 fn_constructor_kwargs={
@@ -181,7 +178,6 @@ class _Driver:
                 batch_size=batch,
                 num_cpus=cluster.cpus,
                 compute=pool,
-                max_task_retries=cluster.retries,
             )
             for _ in dataset.iter_batches(batch_size=None):
                 pass
@@ -221,7 +217,7 @@ class _Driver:
                 for ref in ready:
                     try:
                         ray.get(ref)
-                    except Exception as exc:  # retries exhausted: this video is lost, not the run
+                    except Exception as exc:  # this video is lost, not the run
                         lost[video_refs[ref]] = _first_line(exc)
             else:
                 time.sleep(PROGRESS_INTERVAL)

@@ -11,6 +11,10 @@ Progress: workers report frames per input as an absolute count (a retried video 
 zero again without inflating the total, since the ledger keeps each input's maximum), and the
 driver polls :meth:`Tracker.drain` to move the same progress bar a local run moves.
 
+Inputs that kill their worker (a file that crashes a decoder) would be retried forever; the
+ledger counts the attempts at each input whose worker died and gives one up after
+:data:`MAX_ATTEMPTS`, as a failure of that input alone.
+
 The actor is pinned to the driver's node, so it dies only with the driver's own machine.
 """
 
@@ -24,6 +28,9 @@ from toolkit.matting.batch import ItemResult, SilentReporter
 
 #: How often a worker sends a video's frame count (seconds); the bar refreshes about as often.
 PROGRESS_INTERVAL = 0.25
+#: Attempts at one input whose worker died before it is given up as failing on its own merits
+#: (an input that crashes the decoder kills every worker that tries it).
+MAX_ATTEMPTS = 3
 
 
 class Tracker:
@@ -33,10 +40,20 @@ class Tracker:
         self._results: dict[int, ItemResult] = {}
         self._frames: dict[int, int] = {}
         self._fresh: list[int] = []
+        self._attempts: dict[int, int] = {}
 
-    def done(self, keys: list[int]) -> dict[int, ItemResult]:
-        """The recorded results among ``keys`` (inputs a retry must not do again)."""
-        return {k: self._results[k] for k in keys if k in self._results}
+    def begin(self, keys: list[int]) -> dict[int, int]:
+        """Count a new attempt at each of ``keys`` not yet done; return every count.
+
+        Ray retries a dead worker's work without limit (a node can take many seconds to be
+        declared dead); these counts are what stops an input that itself kills its worker.
+        """
+        counts = {}
+        for key in keys:
+            if key not in self._results:
+                self._attempts[key] = self._attempts.get(key, 0) + 1
+                counts[key] = self._attempts[key]
+        return counts
 
     def record(self, key: int, result: ItemResult) -> bool:
         """Keep the first result for ``key``; False if one was already recorded."""

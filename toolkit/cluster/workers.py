@@ -84,34 +84,68 @@ class ImageMatter:
         import ray
 
         keys = [int(k) for k in batch["key"]]
-        done = ray.get(self._tracker.done.remote(keys))
-        todo = [i for i, key in enumerate(keys) if key not in done]
-        plans = [
-            row_plan("image", str(batch["label"][i]), str(batch["path"][i]), str(batch["stem"][i]))
+        attempts = ray.get(self._tracker.begin.remote(keys))
+        todo = [i for i, key in enumerate(keys) if key in attempts]
+        plans = {
+            i: row_plan(
+                "image", str(batch["label"][i]), str(batch["path"][i]), str(batch["stem"][i])
+            )
             for i in todo
-        ]
-        pending: list[Any] = []
+        }
+        if any(attempts[keys[i]] > 1 for i in todo):
+            # A retry: a worker died on this batch. One image at a time, each attempt counted,
+            # so an image that kills its worker is found and given up alone.
+            for i in todo:
+                self._isolated(keys[i], plans[i])
+        else:
+            pending: list[Any] = []
 
-        def record(index: int, result: ItemResult) -> None:
-            pending.append(self._tracker.record.remote(keys[todo[index]], result))
+            def record(index: int, result: ItemResult) -> None:
+                pending.append(self._tracker.record.remote(keys[todo[index]], result))
 
-        if plans:
-            self._runner.run_images(plans, done=record)
-        ray.get(pending)
+            if plans:
+                self._runner.run_images([plans[i] for i in todo], done=record)
+            ray.get(pending)
         return {"key": np.asarray(keys, dtype=np.int64)}
+
+    def _isolated(self, key: int, plan: Plan) -> None:
+        import ray
+
+        from toolkit.cluster.tracker import MAX_ATTEMPTS
+
+        count = ray.get(self._tracker.begin.remote([key])).get(key)
+        if count is None:  # done meanwhile
+            return
+        if count > MAX_ATTEMPTS:
+            result = given_up(plan, count - 1)
+        else:
+            result = self._runner.run_images([plan])[0]
+        ray.get(self._tracker.record.remote(key, result))
+
+
+def given_up(plan: Plan, deaths: int) -> ItemResult:
+    label = plan.item.label
+    return ItemResult(
+        label, error=f"{label}: its worker died {deaths} times while matting it; given up"
+    )
 
 
 def matte_video(row: dict[str, Any], spec: SessionSpec, options: InferOptions, tracker: Any) -> int:
     """One video, start to end, on one worker; returns its key once its result is recorded."""
     import ray
 
-    from toolkit.cluster.tracker import TrackerReporter
+    from toolkit.cluster.tracker import MAX_ATTEMPTS, TrackerReporter
 
     key = int(row["key"])
-    if ray.get(tracker.done.remote([key])):
+    count = ray.get(tracker.begin.remote([key])).get(key)
+    if count is None:  # done by an earlier attempt
         return key
     plan = row_plan("video", row["label"], row["path"], row["stem"])
     result: ItemResult
+    if count > MAX_ATTEMPTS:
+        result = given_up(plan, count - 1)
+        ray.get(tracker.record.remote(key, result))
+        return key
     try:
         session = spec.open()
     except Exception as exc:  # the IR cannot load on this node: this input fails, not the run
