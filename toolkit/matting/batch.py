@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import queue
 import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -33,22 +32,22 @@ import numpy.typing as npt
 
 from toolkit.errors import ToolkitError
 from toolkit.fsutil import atomic_path
+from toolkit.matting.camera import CameraReader
 from toolkit.matting.images import DEFAULT_MAX_PIXELS, InputError, InputItem, load_image
-from toolkit.matting.prepost import (
-    Background,
-    OneFrameDelay,
-    composite,
-    cutout,
-    grey_to_bgr,
-    quantize_alpha,
-    side_by_side,
-)
+from toolkit.matting.overlap import prefetch
+from toolkit.matting.prepost import Background, composite, cutout, quantize_alpha, side_by_side
 from toolkit.matting.session import MattingSession
-from toolkit.matting.video import VideoReader, VideoWriter, output_extension
+from toolkit.matting.video import TimedFrame, VideoReader, probe_frame_count
+from toolkit.matting.videojob import VideoSettings, matte_video
+from toolkit.matting.videowriter import (
+    VideoWriteError,
+    check_crf,
+    container_extension,
+    parse_codec,
+)
 
 U8Image = npt.NDArray[np.uint8]
 F32Array = npt.NDArray[np.float32]
-T = TypeVar("T")
 
 #: Formats OpenCV encodes; a composite of any other input (GIF, PNM...) is written as PNG.
 _WRITABLE_IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
@@ -89,6 +88,28 @@ class InferOptions:
     max_frames: int | None = None
     jobs: int = 2
     png_compression: int = DEFAULT_PNG_COMPRESSION
+    #: Video outputs: codec (h264, hevc, vp9, ffv1), CRF (None: the codec's default),
+    #: container extension (None: the input's when it holds the codec, else the codec's),
+    #: the transparent cut-out video (webm, mov, png or None), and whether audio is copied.
+    video_codec: str = "h264"
+    crf: int | None = None
+    video_ext: str | None = None
+    rgba_video: str | None = None
+    audio: bool = True
+
+    def video_settings(self) -> VideoSettings:
+        """The video half of these options, validated (a :class:`UsageError` if not)."""
+        codec = parse_codec(self.video_codec)
+        return VideoSettings(
+            codec=codec,
+            crf=check_crf(codec, self.crf),
+            audio=self.audio,
+            rgba_format=self.rgba_video,
+            background=self.background,
+            ofd=self.ofd,
+            ofd_tolerance=self.ofd_tolerance,
+            png_compression=self.png_compression,
+        )
 
 
 @dataclass
@@ -99,6 +120,8 @@ class ItemResult:
     outputs: list[Path] = field(default_factory=list)
     frames: int = 0
     error: str | None = None
+    #: Lines the user should read although nothing failed (e.g. a pixel format change).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -171,13 +194,17 @@ class Plan:
         return files
 
     def video_outputs(self, options: InferOptions) -> dict[str, Path]:
-        ext = output_extension(self.item.path)
+        codec = parse_codec(options.video_codec)
+        ext = container_extension(codec, options.video_ext, self.item.path)
         out = options.output_dir
         files = {"alpha": out / f"{self.stem}_alpha{ext}"} if options.alpha else {}
         if options.background is not None:
             files["composite"] = out / f"{self.stem}_composite{ext}"
         if options.side_by_side:
             files["side"] = out / f"{self.stem}_side{ext}"
+        if options.rgba_video is not None:
+            suffix = "" if options.rgba_video == "png" else f".{options.rgba_video}"
+            files["rgba"] = out / f"{self.stem}_rgba{suffix}"  # png: a folder of frames
         return files
 
     def outputs(self, options: InferOptions) -> dict[str, Path]:
@@ -210,50 +237,6 @@ def _clobber_error(plan: Plan, options: InferOptions, inputs: set[Path]) -> str 
 
 
 # --- small concurrency helpers ----------------------------------------------------------------
-
-
-def prefetch(source: Iterable[T], depth: int) -> Generator[T, None, None]:
-    """Iterate ``source`` in a background thread, ``depth`` items ahead of the consumer.
-
-    Exceptions raised by the source are re-raised in the consumer. If the consumer stops
-    early, the thread notices within a fraction of a second and ends.
-    """
-    buffer: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-
-    def put(entry: tuple[str, object]) -> bool:
-        while not stop.is_set():
-            try:
-                buffer.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for value in source:
-                if not put(("item", value)):
-                    return
-        except BaseException as exc:
-            put(("error", exc))
-            return
-        put(("end", None))
-
-    thread = threading.Thread(target=produce, name="modnet-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = buffer.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                assert isinstance(value, BaseException)
-                raise value
-            yield value  # type: ignore[misc]
-    finally:
-        stop.set()
-        thread.join(timeout=5)
 
 
 class _BoundedPool:
@@ -361,14 +344,8 @@ class Runner:
         for plan in streams:
             if plan.item.kind == "camera" and self.options.max_frames is None:
                 return None
-            if plan.item.path is not None:
-                cap = cv2.VideoCapture(str(plan.item.path))
-                count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
-                cap.release()
-                count = int(count) if count and count > 0 else 0
-                if self.options.max_frames is not None:
-                    count = min(count, self.options.max_frames)
-                total += count
+            if plan.item.path is not None:  # from the container's frame count or duration
+                total += probe_frame_count(plan.item.path, self.options.max_frames)
             else:
                 total += self.options.max_frames or 0
         return total
@@ -410,112 +387,74 @@ class Runner:
     # --- video and cameras -----------------------------------------------------------------
 
     def _run_stream(self, plan: Plan) -> ItemResult:
-        item = plan.item
-        source: Path | int = item.path if item.path is not None else int(item.camera or 0)
-        result = ItemResult(item.label)
-        try:
-            with contextlib.ExitStack() as stack:
-                reader = stack.enter_context(
-                    VideoReader(source, max_frames=self.options.max_frames)
-                )
-                frames = self._stoppable(reader, stack) if item.kind == "camera" else iter(reader)
-                result.frames = self._matte_video(plan, reader, frames, stack)
-                result.outputs = list(plan.video_outputs(self.options).values())
-        except ToolkitError as exc:
-            result.error = str(exc)
-            result.outputs = []
-        except OSError as exc:
-            result.error = f"{item.label}: cannot write results: {exc.strerror or exc}"
-            result.outputs = []
-        return result
+        return run_video(self.session, plan, self.options, self.reporter)
 
-    def _stoppable(self, reader: VideoReader, stack: contextlib.ExitStack) -> Iterator[U8Image]:
-        """Camera frames until Ctrl-C (handled as 'stop recording', so the video is kept)."""
-        stop = threading.Event()
-        if threading.current_thread() is threading.main_thread():
 
-            def on_sigint(signum: int, frame: FrameType | None) -> None:
-                stop.set()
-
-            previous = signal.signal(signal.SIGINT, on_sigint)
-            stack.callback(signal.signal, signal.SIGINT, previous)
-        for frame in reader:
-            if stop.is_set():
-                return
-            yield frame
-
-    def _matte_video(
-        self,
-        plan: Plan,
-        reader: VideoReader,
-        frames: Iterator[U8Image],
-        stack: contextlib.ExitStack,
-    ) -> int:
-        files = plan.video_outputs(self.options)
+def run_video(
+    session: MattingSession,
+    plan: Plan,
+    options: InferOptions,
+    reporter: Reporter | None = None,
+) -> ItemResult:
+    """Matte one video file or camera and write its outputs: a function of (input, options)
+    that a scheduler (a Ray task) can call on its own. Never raises for a bad input."""
+    reporter = reporter or SilentReporter()
+    item = plan.item
+    result = ItemResult(item.label)
+    try:
+        settings = options.video_settings()
+        files = plan.video_outputs(options)
         if not files:
             raise ToolkitError(
-                f"{plan.item.label}: nothing to write for a video with --no-alpha: "
-                "add --background or --side-by-side"
+                f"{item.label}: nothing to write for a video with --no-alpha: "
+                "add --background, --side-by-side or --rgba-video"
             )
-        width, height = reader.width, reader.height
-        writers = {
-            kind: stack.enter_context(
-                VideoWriter(
-                    dest,
-                    fps=reader.fps,
-                    width=width * (2 if kind == "side" else 1),
-                    height=height,
+        with contextlib.ExitStack() as stack:
+            reader: VideoReader | CameraReader
+            if item.path is not None:
+                reader = VideoReader(
+                    item.path,
+                    max_frames=options.max_frames,
+                    max_pixels=options.max_pixels,
+                    audio=options.audio,
+                    decode_audio=options.audio,
                 )
+            else:
+                reader = CameraReader(int(item.camera or 0), max_frames=options.max_frames)
+            stack.enter_context(reader)
+            frames = reader.frames()
+            if item.kind == "camera":
+                frames = _stoppable(frames, stack)
+            result.frames, result.notes = matte_video(
+                session, reader, frames, files, settings, stack, reporter.advance
             )
-            for kind, dest in files.items()
-        }
-        background = self.options.background
-        ofd = OneFrameDelay(self.options.ofd_tolerance) if self.options.ofd else None
-        pending: deque[U8Image] = deque()  # frames waiting for their OFD-delayed alpha
-        # One encoding thread: frames must reach the writers in order.
-        pool = _BoundedPool(1, limit=4)
+        result.outputs = list(files.values())
+    except VideoWriteError as exc:
+        result.error = f"{item.label}: cannot write results: {exc}"
+        result.outputs = []
+    except ToolkitError as exc:
+        result.error = str(exc)
+        result.outputs = []
+    except OSError as exc:
+        result.error = f"{item.label}: cannot write results: {exc.strerror or exc}"
+        result.outputs = []
+    return result
 
-        def encode(frame: U8Image, alpha: F32Array) -> ItemResult | None:
-            alpha8 = quantize_alpha(alpha)
-            view: U8Image = grey_to_bgr(alpha8)
-            if "alpha" in writers:
-                writers["alpha"].write(view)
-            if background is not None:
-                view = composite(frame, alpha8, background.render(frame))
-                writers["composite"].write(view)
-            if "side" in writers:
-                writers["side"].write(side_by_side(frame, view))
-            self.reporter.advance()
-            return None
 
-        def emit(frame: U8Image, alpha: F32Array) -> None:
-            pool.submit(functools.partial(encode, frame, alpha))
+def _stoppable(frames: Iterator[TimedFrame], stack: contextlib.ExitStack) -> Iterator[TimedFrame]:
+    """Camera frames until Ctrl-C (handled as 'stop recording', so the video is kept)."""
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
 
-        count = 0
-        try:
-            ahead = prefetch(frames, depth=4)
-            # Stop the decoding thread before the reader is released (the stack unwinds in
-            # reverse): releasing a VideoCapture while another thread is inside read() can
-            # hang in FFmpeg, as a Ctrl-C mid-video once did.
-            stack.callback(ahead.close)
-            for _, frame, alpha in self.session.matte_stream(enumerate(ahead)):
-                count += 1
-                if ofd is None:
-                    emit(frame, alpha)
-                    continue
-                pending.append(frame)
-                smoothed = ofd.push(alpha)
-                if smoothed is not None:
-                    emit(pending.popleft(), smoothed)
-            if ofd is not None:
-                last = ofd.flush()
-                if last is not None:
-                    emit(pending.popleft(), last)
-        finally:
-            pool.shutdown()
-        for future in pool.futures:
-            future.result()
-        return count
+        def on_sigint(signum: int, frame: FrameType | None) -> None:
+            stop.set()
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        stack.callback(signal.signal, signal.SIGINT, previous)
+    for timed in frames:
+        if stop.is_set():
+            return
+        yield timed
 
 
 def run_infer(

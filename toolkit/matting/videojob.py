@@ -1,0 +1,196 @@
+"""One video or camera through a session: decode, matte, composite and encode every output.
+
+The stages overlap as for images: a thread decodes ahead (:func:`prefetch`), the session keeps
+several inference requests in flight, and one encoding thread writes the outputs in order.
+Each output frame is written with its input frame's timestamp, and the audio packets that came
+with the input frame go into every output that shows the picture (composite, side-by-side,
+cut-out), so sound stays in step without being re-encoded. The matte video has no audio.
+
+Every writer is opened before the first frame is decoded and publishes its file only when the
+whole video went through; any failure (an encoder that refuses the size, a full disk, Ctrl-C)
+leaves nothing at the final paths and earlier results untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from toolkit.matting.camera import CameraReader
+from toolkit.matting.overlap import prefetch
+from toolkit.matting.prepost import (
+    Background,
+    OneFrameDelay,
+    composite,
+    cutout,
+    grey_to_bgr,
+    quantize_alpha,
+    side_by_side,
+)
+from toolkit.matting.session import MattingSession
+from toolkit.matting.video import TimedFrame, VideoReader
+from toolkit.matting.videowriter import (
+    RGBA_FORMATS,
+    Encoding,
+    PngSequenceWriter,
+    VideoCodec,
+    VideoWriter,
+    audio_needs_reencode,
+    plan_encoding,
+)
+
+U8Image = npt.NDArray[np.uint8]
+F32Array = npt.NDArray[np.float32]
+Reader = VideoReader | CameraReader
+Writer = VideoWriter | PngSequenceWriter
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """How a video is written: codec and quality, audio, the cut-out's format, background."""
+
+    codec: VideoCodec
+    crf: int | None
+    audio: bool = True
+    #: ``webm``, ``mov`` or ``png`` for a transparent cut-out (``files["rgba"]``), else None.
+    rgba_format: str | None = None
+    background: Background | None = None
+    ofd: bool = False
+    ofd_tolerance: float = 0.1
+    png_compression: int = 1
+
+
+def open_writers(
+    reader: Reader, files: dict[str, Path], settings: VideoSettings, stack: contextlib.ExitStack
+) -> tuple[dict[str, Writer], list[str]]:
+    """A writer per output (entered on ``stack``) and the notes the user should read."""
+    width, height = reader.width, reader.height
+    audio = reader.audio_stream if settings.audio else None
+    writers: dict[str, Writer] = {}
+    notes: list[str] = []
+
+    def video(kind: str, encoding: Encoding, frame_kind: Any, out_width: int) -> VideoWriter:
+        if encoding.note and encoding.note not in notes:
+            notes.append(encoding.note)
+        sound = None if kind == "alpha" else audio
+        dest = files[kind]
+        if sound is not None:
+            name = sound.codec_context.name
+            if audio_needs_reencode(dest.suffix.lower(), name):
+                notes.append(f"{dest.name}: {name} audio re-encoded ({dest.suffix} cannot hold it)")
+        return VideoWriter(
+            dest,
+            width=out_width,
+            height=height,
+            encoding=encoding,
+            time_base=reader.time_base,
+            rate=reader.rate,
+            audio=sound,
+            kind=frame_kind,
+        )
+
+    for kind in files:
+        if kind == "alpha":
+            enc = plan_encoding(settings.codec, settings.crf, width, height, matte=True)
+            writers[kind] = video(kind, enc, "gray", width)
+        elif kind in ("composite", "side"):
+            out_width = width * (2 if kind == "side" else 1)
+            enc = plan_encoding(settings.codec, settings.crf, out_width, height)
+            writers[kind] = video(kind, enc, "bgr", out_width)
+        elif kind == "rgba" and settings.rgba_format == "png":
+            writers[kind] = PngSequenceWriter(files[kind], png_compression=settings.png_compression)
+        elif kind == "rgba":
+            assert settings.rgba_format is not None
+            rgba_codec = RGBA_FORMATS[settings.rgba_format]
+            enc = plan_encoding(rgba_codec, rgba_codec.crf, width, height)
+            writers[kind] = video(kind, enc, "bgra", width)
+    for writer in writers.values():
+        stack.enter_context(writer)
+    return writers, notes
+
+
+def matte_video(
+    session: MattingSession,
+    reader: Reader,
+    frames: Iterator[TimedFrame],
+    files: dict[str, Path],
+    settings: VideoSettings,
+    stack: contextlib.ExitStack,
+    advance: Callable[[int], None] = lambda n: None,
+) -> tuple[int, list[str]]:
+    """Write every output of one video; return the frames written and the notes.
+
+    ``frames`` are the reader's frames (possibly cut short by the caller, as a camera is on
+    Ctrl-C); ``stack`` owns the reader, and the writers are entered on it so they finish
+    (or discard) before the reader is closed.
+    """
+    writers, notes = open_writers(reader, files, settings, stack)
+    background = settings.background
+    player = background.player() if background is not None else None
+    if player is not None:
+        stack.callback(player.close)
+    ofd = OneFrameDelay(settings.ofd_tolerance) if settings.ofd else None
+    pending: deque[TimedFrame] = deque()  # frames waiting for their OFD-delayed alpha
+    # One encoding thread: frames must reach the writers in order.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modnet-encode")
+    slots = threading.BoundedSemaphore(4)  # a bounded queue: decoded frames cannot pile up
+    futures: deque[Future[None]] = deque()
+
+    def encode(timed: TimedFrame, alpha: F32Array) -> None:
+        try:
+            frame = timed.image
+            alpha8 = quantize_alpha(alpha)
+            view: U8Image = grey_to_bgr(alpha8)
+            if "alpha" in writers:
+                writers["alpha"].write(alpha8, timed.pts)
+            if player is not None:
+                view = composite(frame, alpha8, player.render(frame, timed.seconds))
+                writers["composite"].write(view, timed.pts, timed.audio)
+            if "side" in writers:
+                writers["side"].write(side_by_side(frame, view), timed.pts, timed.audio)
+            if "rgba" in writers:
+                writers["rgba"].write(cutout(frame, alpha8), timed.pts, timed.audio)
+            advance(1)
+        finally:
+            slots.release()
+
+    def emit(timed: TimedFrame, alpha: F32Array) -> None:
+        slots.acquire()
+        futures.append(pool.submit(functools.partial(encode, timed, alpha)))
+        while futures and futures[0].done():
+            futures.popleft().result()  # an encoder failure stops the run at once
+
+    count = 0
+    try:
+        ahead = prefetch(frames, depth=4)
+        # Stop the decoding thread before the reader is closed (the stack unwinds in reverse).
+        stack.callback(ahead.close)
+        keyed = ((timed, timed.image) for timed in ahead)
+        for timed, _, alpha in session.matte_stream(keyed):
+            count += 1
+            if ofd is None:
+                emit(timed, alpha)
+                continue
+            pending.append(timed)
+            smoothed = ofd.push(alpha)
+            if smoothed is not None:
+                emit(pending.popleft(), smoothed)
+        if ofd is not None:
+            last = ofd.flush()
+            if last is not None:
+                emit(pending.popleft(), last)
+    finally:
+        pool.shutdown(wait=True)
+    for future in futures:
+        future.result()
+    return count, notes
