@@ -152,6 +152,7 @@ def test_hand_computed_figures_with_a_constant_prediction(matting_dataset: Path)
         "missing_matte": 1,
         "unreadable_image": 1,
         "unreadable_matte": 1,
+        "too_large": 0,
     }
     assert [(s.name, s.kind) for s in result.skipped] == [
         ("c", "missing_matte"),

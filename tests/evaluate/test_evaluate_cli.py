@@ -18,6 +18,7 @@ from tests.conftest import RunCli
 from tests.convert.fixtures import Converted
 from tests.evaluate.fixtures import build_const_ir
 from tests.helpers import assert_one_line_error
+from toolkit.matting.runtime import CAPS_ENV, cpu_capabilities
 from toolkit.paths import ir_xml
 
 NAME = "modnet-webcam-portrait-matting"
@@ -58,6 +59,7 @@ def test_constant_ir_prints_and_writes_hand_computed_figures(
         "missing_matte": 1,
         "unreadable_image": 1,
         "unreadable_matte": 1,
+        "too_large": 0,
     }
     per_image = doc["variants"][0]["per_image"]
     assert per_image == [
@@ -135,9 +137,22 @@ def test_compare_two_irs_reports_drift_vs_the_first(
     assert const["drift_vs_first"]["matte_max_abs"] == 0
 
 
+@pytest.mark.parametrize("caps", [None, "avx2"], ids=["this-cpu", "avx2-only"])
 def test_compare_finds_converted_precisions_under_output_dir(
-    run_cli: RunCli, clean_dataset: Path, const_ir: Path, blue_ir: Path, tmp_path: Path
+    run_cli: RunCli,
+    clean_dataset: Path,
+    const_ir: Path,
+    blue_ir: Path,
+    tmp_path: Path,
+    caps: str | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """``--compare`` adds the bf16 row only where the CPU has bf16 (read from OpenVINO, or
+    the override that stands for an AVX2-only CPU), and says so where it does not."""
+    env = {CAPS_ENV: caps} if caps else {}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    has_bf16 = cpu_capabilities().bf16
     root = tmp_path / "home"
     for precision, src in (("FP32", const_ir), ("FP16", blue_ir)):
         dest = ir_xml(root, NAME, precision)
@@ -145,11 +160,19 @@ def test_compare_finds_converted_precisions_under_output_dir(
         shutil.copy(src, dest)
         shutil.copy(src.with_suffix(".bin"), dest.with_suffix(".bin"))
     out = tmp_path / "cmp.json"
-    proc = run_cli("evaluate", "--images", clean_dataset, "-o", root, "--compare", "--json", out)
+    proc = run_cli(
+        "evaluate", "--images", clean_dataset, "-o", root, "--compare", "--json", out, env=env
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())
-    assert [v["model"] for v in doc["variants"]] == ["FP32 @ f32", "FP16 @ f32", "FP32 @ bf16"]
-    assert [v["inference_precision"] for v in doc["variants"]] == ["f32", "f32", "bf16"]
+    expected = ["FP32 @ f32", "FP16 @ f32"] + ["FP32 @ bf16"] * has_bf16
+    assert [v["model"] for v in doc["variants"]] == expected
+    assert [v["inference_precision"] for v in doc["variants"]] == ["f32", "f32", "bf16"][
+        : len(expected)
+    ]
+    assert ("no bf16" in proc.stderr) == (not has_bf16)
+    if caps == "avx2":
+        assert not has_bf16
     assert doc["MAD"] == {"mean": 77.5, "std": 76.5}  # FP32 (the constant IR) is the reference
     assert doc["variants"][1]["drift_vs_first"]["matte_mean_abs"] == 159.0
     # The same root through $MODNET_TOOLS_HOME and --precision picks one IR.
@@ -286,9 +309,35 @@ def test_bf16_inference_runs_and_is_labelled(
     )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())
-    assert [v["model"] for v in doc["variants"]] == [f"{xml} @ f32", f"{xml} @ bf16"]
+    if cpu_capabilities().bf16:
+        assert [v["model"] for v in doc["variants"]] == [f"{xml} @ f32", f"{xml} @ bf16"]
+        assert doc["variants"][1]["MAD"] == doc["variants"][0]["MAD"]
+    else:  # bf16 runs as f32 here: one row, and one line saying so
+        assert [v["model"] for v in doc["variants"]] == [f"{xml} @ f32"]
+        assert "no bf16" in proc.stderr and "running f32 instead" in proc.stderr
     assert doc["variants"][0]["per_image"][0] == {"name": "a", "MAD": 64.0, "MSE": 4096.0}
-    assert doc["variants"][1]["MAD"] == doc["variants"][0]["MAD"]
+
+
+def test_bf16_on_a_cpu_without_it_says_it_runs_f32(
+    run_cli: RunCli, clean_dataset: Path, const_ir: Path
+) -> None:
+    """An AVX2-only CPU (the override stands for one): asking for bf16 gives one note line
+    and f32 figures labelled f32."""
+
+    proc = run_cli(
+        "evaluate",
+        "--images",
+        clean_dataset,
+        "--model",
+        const_ir,
+        "--inference-precision",
+        "bf16",
+        env={CAPS_ENV: "avx2"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    notes = [line for line in proc.stderr.splitlines() if "running f32 instead" in line]
+    assert len(notes) == 1 and "no bf16" in notes[0]
+    assert "(CPU, f32)" in proc.stdout and "bf16" not in proc.stdout
 
 
 def _photo_dataset(folder: Path, sample_photo: Path) -> Path:
@@ -331,7 +380,9 @@ def test_real_modnet_ir_matches_pytorch_semantics(
     )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())
-    assert [v["model"] for v in doc["variants"]] == ["FP32 @ f32", "FP16 @ f32", "FP32 @ bf16"]
+    has_bf16 = cpu_capabilities().bf16  # what OpenVINO says this CPU runs natively
+    expected = ["FP32 @ f32", "FP16 @ f32"] + ["FP32 @ bf16"] * has_bf16
+    assert [v["model"] for v in doc["variants"]] == expected
     assert doc["variants"][0]["xml"] == str(converted_tame.fp32)
 
     net = load_model(converted_tame.checkpoint).eval()
@@ -348,14 +399,18 @@ def test_real_modnet_ir_matches_pytorch_semantics(
             gt = np.array(im.getchannel("A").resize((512, 512), resample=0), np.float64)
         assert alpha.std() > 0.02, "the random network should give a varied matte"
         expected.append(np.abs(gt - pred).mean())
-    fp32, fp16, bf16 = doc["variants"]
+    fp32, fp16 = doc["variants"][:2]
     # Feeding RGB instead of BGR moves these by ~0.16, rounding instead of truncating by ~0.36.
     assert [item["MAD"] for item in fp32["per_image"]] == pytest.approx(expected, abs=0.02)
     assert doc["MAD"]["mean"] == pytest.approx(np.mean(expected), abs=0.02)
     # Reduced precisions run, are labelled, and move the tame network's matte only a little.
     assert 0 <= fp16["drift_vs_first"]["matte_mean_abs"] < 1
-    assert 0 < bf16["drift_vs_first"]["matte_mean_abs"] < 5
-    assert bf16["inference_precision"] == "bf16"
+    if has_bf16:  # bf16 really runs: the matte moves, a little
+        bf16 = doc["variants"][2]
+        assert 0 < bf16["drift_vs_first"]["matte_mean_abs"] < 5
+        assert bf16["inference_precision"] == "bf16"
+    else:
+        assert "no bf16" in proc.stderr
 
 
 def test_evaluate_runs_without_torch(clean_dataset: Path, const_ir: Path, tmp_path: Path) -> None:

@@ -125,11 +125,49 @@ def test_stream_with_mixed_sizes_under_keep_aspect_stays_in_order(
 def test_bf16_stays_close_to_f32_on_a_tame_checkpoint(
     infer_model: InferModel, astronaut_bgr: npt.NDArray[np.uint8]
 ) -> None:
+    from toolkit.matting.runtime import cpu_capabilities
+
     f32 = MattingSession.from_xml(infer_model.xml, precision="f32").matte(astronaut_bgr)
-    bf16 = MattingSession.from_xml(infer_model.xml, precision="bf16").matte(astronaut_bgr)
+    session = MattingSession.from_xml(infer_model.xml, precision="bf16")
+    bf16 = session.matte(astronaut_bgr)
     diff = np.abs(f32 - bf16)
-    # Measured here: max about 0.02, mean about 0.002 (see the README); bf16 is not exact.
-    assert diff.mean() < 0.02 and diff.max() < 0.2
+    if cpu_capabilities().bf16:  # OpenVINO says this CPU runs bf16: it does, and it moves
+        assert session.model.precision == "bf16" and session.model.precision_note is None
+        # Measured here: max about 0.02, mean about 0.002 (see the README); bf16 is not exact.
+        assert 0 < diff.mean() < 0.02 and diff.max() < 0.2
+    else:  # it runs f32, exactly, and says so
+        assert session.model.precision == "f32" and session.model.precision_note
+        assert diff.max() == 0
+
+
+def test_bf16_on_a_cpu_without_it_runs_f32_and_says_so(
+    infer_model: InferModel, astronaut_bgr: npt.NDArray[np.uint8], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The AVX2-only branch, on any CPU: the override stands for a CPU without bf16."""
+    from toolkit.matting.runtime import CAPS_ENV, cpu_capabilities
+
+    monkeypatch.setenv(CAPS_ENV, "avx2")
+    caps = cpu_capabilities()
+    assert not caps.bf16 and caps.int8 and caps.fp32_lanes() == 8
+    assert caps.instruction_sets() == ["AVX2"]
+    session = MattingSession.from_xml(infer_model.xml, precision="bf16")
+    assert session.model.precision == "f32" and session.model.requested_precision == "bf16"
+    assert "no bf16" in str(session.model.precision_note)
+    assert "running f32 instead" in str(session.model.precision_note)
+    exact = MattingSession.from_xml(infer_model.xml, precision="f32")
+    assert np.array_equal(session.matte(astronaut_bgr), exact.matte(astronaut_bgr))
+
+
+def test_capability_override_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    from toolkit.matting.runtime import CAPS_ENV, cpu_capabilities
+
+    monkeypatch.setenv(CAPS_ENV, "avx2,avx512,vnni,bf16,amx")
+    caps = cpu_capabilities()
+    assert caps.bf16 and caps.fp32_lanes() == 16
+    assert caps.instruction_sets() == ["AVX2", "AVX-512", "VNNI", "bf16", "AMX"]
+    monkeypatch.setenv(CAPS_ENV, "avx2,sse9")
+    with pytest.raises(UsageError, match="sse9"):
+        cpu_capabilities()
 
 
 def test_precision_hint_validation() -> None:

@@ -13,6 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import assert_one_line_error
+from toolkit.matting.runtime import CAPS_ENV, cpu_capabilities
+
+#: The inference precisions this CPU runs natively (bf16 only where OpenVINO says so).
+HINTS = ("f32", "bf16") if cpu_capabilities().bf16 else ("f32",)
 
 
 def _positive(value: object) -> bool:
@@ -27,7 +31,7 @@ def test_every_candidate_is_measured_side_by_side(perf_model, perf_int8) -> None
     assert bench.size == (128, 128)
     report = run_benchmark(bench, rounds=2, seconds=0.05, drift_images=2)
     rows = report.by_key()
-    expected = {f"ov-{p}-{h}" for p in ("FP32", "FP16", "FP16-INT8") for h in ("f32", "bf16")} | {
+    expected = {f"ov-{p}-{h}" for p in ("FP32", "FP16", "FP16-INT8") for h in HINTS} | {
         "fast",
         "ort-1x2",
         "ort-2x1",
@@ -86,7 +90,34 @@ def test_missing_pieces_are_skipped_with_a_reason(perf_model, tmp_path: Path) ->
     skipped = {row.key: row.skipped for row in bench.skipped}
     assert "quantize" in skipped["fast"]
     assert "ONNX" in skipped["ort"] and "checkpoint" in skipped["pytorch"]
-    assert [c.row.key for c in bench.candidates] == ["ov-FP32-f32", "ov-FP32-bf16"]
+    assert [c.row.key for c in bench.candidates] == [f"ov-FP32-{h}" for h in HINTS]
+
+
+@pytest.mark.parametrize("caps", ["avx2", "avx2,avx512,vnni,bf16,amx"])
+def test_rows_the_cpu_cannot_run_natively_are_left_out_with_the_reason(
+    perf_model, monkeypatch: pytest.MonkeyPatch, caps: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Both kinds of CPU, whatever this one is: bf16 rows only where bf16 exists, and the
+    peak lines at the CPU's own vector width."""
+    from toolkit.perf.benchmark import plan
+    from toolkit.perf.report import machine_info, peak_estimate
+
+    monkeypatch.setenv(CAPS_ENV, caps)
+    bench = plan(perf_model.root, perf_model.name, ir_precisions=["FP32"], fast=False,
+                 pytorch=False, onnxruntime=False)  # fmt: skip
+    keys = [c.row.key for c in bench.candidates]
+    skipped = {row.key: row.skipped for row in bench.skipped}
+    machine = machine_info()
+    peak = peak_estimate({**machine, "mhz": 2000.0, "cores": 2})
+    if "bf16" in caps:
+        assert keys == ["ov-FP32-f32", "ov-FP32-bf16"] and "ov-FP32-bf16" not in skipped
+        assert machine["instruction_sets"] == ["AVX2", "AVX-512", "VNNI", "bf16", "AMX"]
+        assert peak["per_cycle_per_core"]["bf16"] == 1024  # AMX tiles
+    else:
+        assert keys == ["ov-FP32-f32"] and "no bf16" in str(skipped["ov-FP32-bf16"])
+        assert machine["instruction_sets"] == ["AVX2"] and machine["fp32_lanes"] == 8
+        # 2 pipes x 8 lanes x 2 (FMA); INT8 without VNNI: twice that; no bf16 line at all
+        assert peak["per_cycle_per_core"] == {"fp32": 32, "int8": 64}
 
 
 def test_benchmark_cli_writes_tables_and_json(
@@ -126,7 +157,8 @@ def test_benchmark_cli_writes_tables_and_json(
     data = json.loads(report.read_text())
     assert data["gflop_per_frame"] == pytest.approx(31.16)
     keys = {r["key"] for r in data["results"]}
-    assert {"ov-FP32-f32", "ov-FP32-bf16", "fast", "ort-1x2", "ort-2x1"} <= keys
+    assert {f"ov-FP32-{h}" for h in HINTS} | {"fast", "ort-1x2", "ort-2x1"} <= keys
+    assert "instruction sets:" in result.stdout and "vector width" in result.stdout
     for row in data["results"]:
         if row["key"] in keys - {"pytorch"} and row["skipped"] is None:
             assert _positive(row["throughput_median_fps"]) and _positive(row["latency_median_ms"])
@@ -204,7 +236,7 @@ def test_benchmark_usage_errors_exit_2(run_cli, args) -> None:  # type: ignore[n
 #: This machine's CPU as machine_info() describes it (nominal clock, AVX-512 with bf16 and VNNI).
 ZEN4 = {
     "vendor": "AuthenticAMD",
-    "isa": ["avx2", "avx512f", "avx512_bf16", "avx512_vnni"],
+    "isa": ["avx2", "avx512", "vnni", "bf16"],
     "mhz": 2600.0,
     "cores": 2,
 }
@@ -217,8 +249,13 @@ def test_peak_estimate_states_its_assumptions() -> None:
     assert peak["per_cycle_per_core"] == {"fp32": 32, "bf16": 64, "int8": 128}
     assert peak["fp32"]["gflop_s"] == pytest.approx(2 * 2.6 * 32)
     assert peak["fp32"]["max_fps"] == pytest.approx(2 * 2.6 * 32 / 31.16)
-    intel = peak_estimate({"vendor": "GenuineIntel", "isa": ["avx512f"], "mhz": 3000.0, "cores": 4})
-    assert intel["per_cycle_per_core"] == {"fp32": 64}
+    intel = peak_estimate({"vendor": "GenuineIntel", "isa": ["avx512"], "mhz": 3000.0, "cores": 4})
+    assert intel["per_cycle_per_core"] == {"fp32": 64, "int8": 128}
+    epyc_avx2 = peak_estimate(
+        {"vendor": "AuthenticAMD", "isa": ["avx2"], "mhz": 3000.0, "cores": 2}
+    )
+    assert epyc_avx2["per_cycle_per_core"] == {"fp32": 32, "int8": 64}
+    assert "AVX2" in epyc_avx2["pipes"]
 
 
 def test_generated_video_is_720p_in_every_frame(tmp_path: Path) -> None:

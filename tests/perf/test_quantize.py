@@ -124,11 +124,15 @@ def test_quantize_cli_with_a_calibration_folder(run_cli, perf_model, tmp_path: P
     assert result.returncode == 0, result.stderr
     xml = out / "public" / perf_model.name / "FP16-INT8" / f"{perf_model.name}.xml"
     assert f"wrote {xml}" in result.stdout
-    assert "mean |diff|" in result.stdout and "at bf16" in result.stdout
+    from toolkit.matting.runtime import cpu_capabilities
+
+    has_bf16 = cpu_capabilities().bf16  # the bf16 drift only where bf16 really runs
+    assert "mean |diff|" in result.stdout and ("at bf16" in result.stdout) == has_bf16
     data = json.loads(report.read_text())
     assert data["calibration_images"] == 3 and data["ignore"] == "none"
     assert str(calib) in data["calibration"]
-    assert {d["inference_precision"] for d in data["drift"]} == {"f32", "bf16"}
+    expected = {"f32", "bf16"} if has_bf16 else {"f32"}
+    assert {d["inference_precision"] for d in data["drift"]} == expected
     assert all(math.isfinite(d["mean_abs"]) and d["mean_abs"] > 0 for d in data["drift"])
     assert not list(xml.parent.glob(".*")), "no staging or temporary files left behind"
     again = run_cli(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from toolkit.cli.app import app
-from toolkit.cli.options import Device, JsonFile, OutputDir
+from toolkit.cli.options import DEFAULT_MAX_PIXELS, Device, JsonFile, MaxPixels, OutputDir
 from toolkit.errors import ToolkitError, UsageError
 
 if TYPE_CHECKING:  # the evaluation core pulls in OpenCV: import it only when the command runs
@@ -82,13 +82,17 @@ def _ir_choices(
 
 
 def plan_variants(
-    irs: list[tuple[str, Path]], inference_precisions: list[str], compare: bool
+    irs: list[tuple[str, Path]],
+    inference_precisions: list[str],
+    compare: bool,
+    device: str = "CPU",
 ) -> list[Variant]:
     """Every IR at every inference precision asked for.
 
     With ``--compare`` and no explicit ``--inference-precision``, every IR runs at f32 and the
-    first one also at bf16 (what this CPU runs by default), so one table shows what FP16,
-    INT8 and bf16 each cost against FP32 at f32.
+    first one also at bf16 (what this CPU runs by default) when the CPU has bf16, so one table
+    shows what FP16, INT8 and bf16 each cost against FP32 at f32. A precision the CPU cannot
+    run is replaced by f32 with one line saying so (never a bf16 label on f32 figures).
     """
     from toolkit.evaluate.metrics import INFERENCE_PRECISIONS
 
@@ -98,11 +102,23 @@ def plan_variants(
                 f"--inference-precision must be one of {', '.join(INFERENCE_PRECISIONS)}, "
                 f"not {ip!r}"
             )
-    precisions = list(dict.fromkeys(inference_precisions)) or ["f32"]
+    from toolkit.matting.runtime import cpu_capabilities, effective_precision, parse_precision
+
+    asked = list(dict.fromkeys(inference_precisions)) or ["f32"]
+    precisions: list[str] = []
+    for ip in asked:
+        runs, note = effective_precision(parse_precision(ip), device)
+        if note is not None:  # what really runs is shown, never a bf16 label on f32 figures
+            typer.echo(f"note: {note}", err=True)
+        if runs not in precisions:
+            precisions.append(runs)
     variants = [Variant(f"{label} @ {ip}", xml, ip) for label, xml in irs for ip in precisions]
     if compare and not inference_precisions:
         label, xml = irs[0]
-        variants.append(Variant(f"{label} @ bf16", xml, "bf16"))
+        if cpu_capabilities(device).bf16:
+            variants.append(Variant(f"{label} @ bf16", xml, "bf16"))
+        else:
+            typer.echo("note: this CPU has no bf16: --compare leaves out the bf16 row", err=True)
     return variants
 
 
@@ -228,6 +244,7 @@ def evaluate(
         ),
     ] = None,
     device: Device = "CPU",
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Measure MAD / MSE on a matting dataset exactly as Open Model Zoo's accuracy check does.
 
@@ -243,7 +260,7 @@ def evaluate(
 
     root = output_dir if output_dir is not None else default_root()
     irs = _ir_choices(list(model or []), name, list(precision or []), root, compare)
-    variants = plan_variants(irs, list(inference_precision or []), compare)
+    variants = plan_variants(irs, list(inference_precision or []), compare, device)
     pairs = find_pairs(images, mattes if mattes is not None else images, limit)
     predictors = [
         (
@@ -252,7 +269,7 @@ def evaluate(
         )
         for v in variants
     ]
-    evaluation = _run_with_progress(pairs, predictors)
+    evaluation = _run_with_progress(pairs, predictors, max_pixels)
     if evaluation.images == 0:
         raise ToolkitError(f"none of the {len(pairs)} image(s) could be evaluated")
     if len(variants) == 1:
@@ -275,7 +292,9 @@ def evaluate(
         raise typer.Exit(1)
 
 
-def _run_with_progress(pairs: list[Pair], predictors: list[tuple[str, Predictor]]) -> Evaluation:
+def _run_with_progress(
+    pairs: list[Pair], predictors: list[tuple[str, Predictor]], max_pixels: int
+) -> Evaluation:
     """Run the evaluation under a rich progress bar on stderr; skips are printed above it."""
     from rich.markup import escape
 
@@ -293,4 +312,4 @@ def _run_with_progress(pairs: list[Pair], predictors: list[tuple[str, Predictor]
                 )
             progress.advance(task)
 
-        return evaluate(pairs, predictors, on_item=on_item)
+        return evaluate(pairs, predictors, on_item=on_item, max_pixels=max_pixels)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from toolkit.cli.app import app
-from toolkit.cli.options import Device, DownloadDir
+from toolkit.cli.options import DEFAULT_MAX_PIXELS, Device, DownloadDir, MaxPixels
 from toolkit.errors import ToolkitError, UsageError
 from toolkit.perf.fastpath import FAST_HELP
 
@@ -35,8 +35,9 @@ class _CliReporter:
     """Progress bar with frames/s on stderr (only on a terminal), one stdout line per input
     written, one ``error:`` line on stderr per input that failed."""
 
-    def __init__(self, show_progress: bool) -> None:
+    def __init__(self, show_progress: bool, live: bool = False) -> None:
         self._show = show_progress
+        self._live = live
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self.failures: list[str] = []
@@ -55,13 +56,20 @@ class _CliReporter:
             self._progress.advance(self._task, frames)
             task = self._progress.tasks[0]
             speed = task.finished_speed or task.speed
-            if speed:
+            if speed and not self._live:
                 self._progress.update(self._task, fps=f"{speed:.1f} frames/s")
+
+    def status(self, text: str) -> None:
+        """Live mode: frames/s, latency and drops replace the bar's own frames/s."""
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, fps=text)
 
     def item_done(self, result: ItemResult) -> None:
         # While the bar is live, rich redirects stdout and stderr to print above it.
         for note in result.notes:
             typer.echo(f"note: {result.label}: {note}", err=True)
+        if result.live is not None:
+            typer.echo(f"{result.label}: {result.live.summary()}", err=True)
         if result.ok:
             typer.echo(f"{result.label} -> {', '.join(str(p) for p in result.outputs)}")
         else:
@@ -153,7 +161,22 @@ def _checkpoint_path(root: Path, name: str) -> Path:
     return model_dir(root, name) / f"{name.replace('-', '_')}.ckpt"
 
 
-@app.command("infer")
+def _option_like(inputs: list[str]) -> list[str]:
+    """Inputs that start with '-': a negative camera index (``-1``, which fails alone as an
+    input) stays; anything else is an option Click did not know, refused as bad usage.
+
+    ``infer`` lets unknown options through as arguments so that ``-1`` reaches the batch as
+    one failing input instead of aborting it with "no such option"."""
+    for spec in inputs:
+        numeric = spec[1:2].isdigit()  # -1, -0x1: a would-be camera, failed by expand()
+        if spec.startswith("-") and spec != "-" and not numeric and not Path(spec).exists():
+            raise UsageError(
+                f"no such option: {spec.split('=')[0]} (see 'modnet-tools infer --help')"
+            )
+    return inputs
+
+
+@app.command("infer", context_settings={"ignore_unknown_options": True})
 def infer(
     inputs: Annotated[
         list[str],
@@ -206,6 +229,25 @@ def infer(
             "authors' rule (short side 512, multiples of 32; the IR is reshaped).",
         ),
     ] = "stretch",
+    network_size: Annotated[
+        str | None,
+        typer.Option(
+            "--network-size",
+            metavar="WxH",
+            help="Run the network at this size (multiples of 32, e.g. 320x192 or 256x256) "
+            "instead of the IR's 512x512: several times faster for live video, the matte "
+            "resized back to the frame (`benchmark` shows each size's speed and drift).",
+        ),
+    ] = None,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Cameras (and videos read as a camera, at their frame rate): matte the newest "
+            "frame and drop the frames that arrive while the network is busy, so the delay "
+            "from camera to output stays constant; reports frames/s, latency and drops.",
+        ),
+    ] = False,
     background: Annotated[
         str | None,
         typer.Option(
@@ -292,12 +334,7 @@ def infer(
             "--max-frames", min=1, help="Stop each video or camera after this many frames."
         ),
     ] = None,
-    max_pixels: Annotated[
-        int,
-        typer.Option(
-            "--max-pixels", min=1, help="Refuse images and video frames with more pixels than this."
-        ),
-    ] = 70_000_000,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     jobs: Annotated[
         int,
         typer.Option("--jobs", "-j", min=1, max=64, help="Threads encoding and writing results."),
@@ -348,8 +385,13 @@ def infer(
     from PIL import Image
 
     from toolkit.matting.batch import InferOptions, run_infer
-    from toolkit.matting.images import classify_file, expand_inputs, load_image
-    from toolkit.matting.prepost import parse_background, parse_fit, parse_resize
+    from toolkit.matting.images import classify_file, expand, load_image
+    from toolkit.matting.prepost import (
+        parse_background,
+        parse_fit,
+        parse_network_size,
+        parse_resize,
+    )
     from toolkit.matting.runtime import parse_precision
     from toolkit.matting.session import MattingSession
     from toolkit.matting.video import open_clip
@@ -362,6 +404,11 @@ def infer(
 
     mode = parse_resize(resize)
     hint = parse_precision(inference_precision)
+    net_size = parse_network_size(network_size) if network_size is not None else None
+    if net_size is not None and mode != "stretch":
+        raise UsageError("--network-size stretches every frame to that size: drop --resize")
+    if live and ofd:
+        raise UsageError("--ofd needs every frame in a row; --live drops frames: use one")
     if no_alpha and no_rgba and background is None and not side_by_side:
         raise UsageError("--no-alpha with --no-rgba leaves nothing to write: add --background")
     if not 0.0 < ofd_tolerance < 1.0:
@@ -395,7 +442,8 @@ def infer(
     if output_dir.exists() and not output_dir.is_dir():
         raise UsageError(f"--output-dir {output_dir}: exists and is not a folder")
 
-    items = expand_inputs(inputs)
+    expansion = expand(_option_like(inputs))
+    items = expansion.items
     many = len(items) > 1 or any(i.kind in ("video", "camera") for i in items)
     if fast:  # what "fast" means is measured and kept in toolkit/perf/fastpath.py
         from toolkit.perf.fastpath import fast_choice
@@ -410,9 +458,12 @@ def infer(
         device=device,
         precision=hint,
         resize=mode,
-        performance="throughput" if many else "latency",
+        performance="throughput" if many and not live else "latency",
         requests=requests,
+        network_size=net_size,
     )
+    if session.model.precision_note:
+        typer.echo(f"note: {session.model.precision_note}", err=True)
     if verify:
         _verify(session, inputs, name, checkpoint, download_dir, model_root, onnx, max_pixels)
 
@@ -433,8 +484,9 @@ def infer(
         video_ext=video_ext,
         rgba_video=rgba_video.lower() if rgba_video is not None else None,
         audio=not no_audio,
+        live=live,
     )
-    reporter = _CliReporter(show_progress=sys.stderr.isatty())
+    reporter = _CliReporter(show_progress=sys.stderr.isatty(), live=live)
     summary = run_infer(session, items, options, reporter)
     failed = summary.failed
     if len(summary.results) == 1 and failed:
@@ -445,5 +497,17 @@ def infer(
         f"({summary.frames / seconds:.2f} frames/s) -> {output_dir}",
         err=True,
     )
+    if expansion.skipped:
+        typer.echo(_skipped_line(expansion.skipped), err=True)
     if failed:
         raise ToolkitError(f"{len(failed)} of {len(summary.results)} inputs failed")
+
+
+def _skipped_line(skipped: list[Path], shown: int = 5) -> str:
+    """The summary's note of files folders and globs left out as this tool's own outputs."""
+    names = ", ".join(str(p) for p in skipped[:shown])
+    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return (
+        f"skipped {len(skipped)} file(s) this tool wrote ({names}{more}); "
+        "name a file explicitly to process it anyway"
+    )

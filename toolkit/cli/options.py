@@ -53,3 +53,17 @@ DownloadDir = Annotated[
         help="Where `download` put the checkpoints (default $MODNET_TOOLS_HOME, else ./cache).",
     ),
 ]
+
+#: The same default as :data:`toolkit.matting.images.DEFAULT_MAX_PIXELS` (not imported here so
+#: that ``--help`` stays light; tests/cli checks that they agree).
+DEFAULT_MAX_PIXELS = 70_000_000
+MaxPixels = Annotated[
+    int,
+    typer.Option(
+        "--max-pixels",
+        min=1,
+        metavar="N",
+        help="Refuse any image or video frame with more pixels than this, from its header, "
+        "before decoding it.",
+    ),
+]

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from toolkit.cli.app import app
-from toolkit.cli.options import Device, JsonFile, OutputDir
+from toolkit.cli.options import DEFAULT_MAX_PIXELS, Device, JsonFile, MaxPixels, OutputDir
 from toolkit.errors import ToolkitError, UsageError
 
 DEFAULT_MODEL = "modnet-webcam-portrait-matting"
@@ -79,6 +79,7 @@ def quantize(
     ] = False,
     json_file: JsonFile = None,
     device: Device = "CPU",
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Make an FP16-INT8 IR with NNCF post-training quantization from the FP32 IR that
     `convert` wrote: <output-dir>/public/<name>/FP16-INT8/<name>.xml. Prints the matte drift
@@ -87,6 +88,7 @@ def quantize(
 
     from toolkit.errors import require
     from toolkit.fsutil import atomic_path
+    from toolkit.matting.runtime import cpu_capabilities
     from toolkit.paths import default_root
     from toolkit.perf.calibration import load_folder
     from toolkit.perf.quantize import parse_ignore, quantize_model
@@ -97,7 +99,11 @@ def quantize(
         _check_writable(json_file)
     require("nncf", "quantize")
     root = output_dir if output_dir is not None else default_root()
-    held = [image for _, image in load_folder(holdout)] if holdout is not None else None
+    held = (
+        [image for _, image in load_folder(holdout, max_pixels=max_pixels, option="--holdout")]
+        if holdout is not None
+        else None
+    )
     typer.echo(f"========== Quantizing {name} (FP32 -> FP16-INT8)")
     result = quantize_model(
         root,
@@ -106,9 +112,10 @@ def quantize(
         subset_size=subset_size,
         ignore=ignore,
         holdout=held,
-        drift_precisions=("f32", "bf16"),
+        drift_precisions=("f32", "bf16") if cpu_capabilities(device).bf16 else ("f32",),
         force=force,
         device=device,
+        max_pixels=max_pixels,
     )
     if result.skipped:
         typer.echo(f"  up to date: {result.xml} (use --force to quantize again)")

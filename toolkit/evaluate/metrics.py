@@ -34,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from toolkit.errors import ToolkitError
+from toolkit.matting.images import DEFAULT_MAX_PIXELS
 
 #: OMZ evaluates MODNet at this square size for the image, the ground truth and the prediction.
 SIZE = 512
@@ -44,8 +45,13 @@ MATTE_SUFFIXES = (".png", ".PNG")
 #: of 512x512 (extra leading axes of size 1, as in an IR's 1x1x512x512 output, are accepted).
 Predictor = Callable[[NDArray[np.float32]], NDArray[Any]]
 
-SkipKind = Literal["missing_matte", "unreadable_image", "unreadable_matte"]
-SKIP_KINDS: tuple[SkipKind, ...] = ("missing_matte", "unreadable_image", "unreadable_matte")
+SkipKind = Literal["missing_matte", "unreadable_image", "unreadable_matte", "too_large"]
+SKIP_KINDS: tuple[SkipKind, ...] = (
+    "missing_matte",
+    "unreadable_image",
+    "unreadable_matte",
+    "too_large",
+)
 
 
 class EvaluationError(ToolkitError):
@@ -54,6 +60,24 @@ class EvaluationError(ToolkitError):
 
 class UnreadableError(ToolkitError):
     """One file of one pair could not be decoded; the pair is skipped, the run goes on."""
+
+
+class OversizeError(UnreadableError):
+    """One file of one pair declares more pixels than ``--max-pixels``: refused from its
+    header, before any decoding (a 634-byte JPEG can declare 30000x30000)."""
+
+
+def check_header(path: Path, max_pixels: int, min_side: int = 1) -> None:
+    """Refuse ``path`` from its header alone when it is over the pixel limit or unreadable:
+    the same limit ``infer`` applies (:func:`toolkit.matting.images.image_size`)."""
+    from toolkit.matting.images import InputError, TooLargeError, image_size
+
+    try:
+        image_size(path, max_pixels=max_pixels, min_side=min_side)
+    except TooLargeError as exc:
+        raise OversizeError(str(exc)) from None
+    except InputError as exc:
+        raise UnreadableError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -220,8 +244,10 @@ def find_pairs(images_dir: Path, mattes_dir: Path, limit: int | None = None) -> 
     return pairs
 
 
-def read_image(path: Path) -> NDArray[np.uint8]:
-    """The image as OMZ's reader sees it: ``cv2.imread`` in colour, BGR, EXIF orientation applied."""
+def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.uint8]:
+    """The image as OMZ's reader sees it: ``cv2.imread`` in colour, BGR, EXIF orientation applied
+    (after its header passed the pixel limit: OpenCV would decode whatever size it declares)."""
+    check_header(path, max_pixels)
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise UnreadableError(f"OpenCV cannot decode {path.name}")
@@ -261,7 +287,7 @@ def matte_channel(image: Any) -> Any:
     raise UnreadableError(f"unsupported matte pixel format {mode!r} (8-bit alpha or grey needed)")
 
 
-def read_ground_truth(path: Path) -> NDArray[np.uint8]:
+def read_ground_truth(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.uint8]:
     """The matte at 512x512 via Pillow's nearest neighbour (``Image.resize(..., resample=0)``).
 
     Pillow samples the source pixel under each output pixel's *centre*; OpenCV's
@@ -271,6 +297,7 @@ def read_ground_truth(path: Path) -> NDArray[np.uint8]:
     """
     from PIL import Image
 
+    check_header(path, max_pixels)
     try:
         with Image.open(path) as opened:
             opened.load()
@@ -321,19 +348,28 @@ class Loaded:
     truth: NDArray[np.uint8]
 
 
-def load_pairs(pairs: Iterable[Pair]) -> Iterator[Loaded | Skip]:
-    """Decode each pair, yielding a :class:`Skip` instead of failing on a bad one."""
+def load_pairs(
+    pairs: Iterable[Pair], max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Iterator[Loaded | Skip]:
+    """Decode each pair, yielding a :class:`Skip` instead of failing on a bad one; a file
+    over ``max_pixels`` is refused from its header (``too_large``), never decoded."""
     for pair in pairs:
         if pair.matte is None:
             yield Skip(pair.name, "missing_matte", f"no {pair.name}.png beside the mattes")
             continue
         try:
-            bgr = read_image(pair.image)
+            bgr = read_image(pair.image, max_pixels)
+        except OversizeError as exc:
+            yield Skip(pair.name, "too_large", str(exc))
+            continue
         except UnreadableError as exc:
             yield Skip(pair.name, "unreadable_image", str(exc))
             continue
         try:
-            truth = read_ground_truth(pair.matte)
+            truth = read_ground_truth(pair.matte, max_pixels)
+        except OversizeError as exc:
+            yield Skip(pair.name, "too_large", str(exc))
+            continue
         except UnreadableError as exc:
             yield Skip(pair.name, "unreadable_matte", str(exc))
             continue
@@ -345,6 +381,7 @@ def evaluate(
     predictors: Sequence[tuple[str, Predictor]],
     *,
     on_item: Callable[[Pair, Skip | None], None] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Evaluation:
     """Run every predictor on every readable pair; the first predictor is the reference.
 
@@ -358,7 +395,7 @@ def evaluate(
         raise EvaluationError("no model to evaluate")
     results = [VariantResult(label) for label, _ in predictors]
     skipped: list[Skip] = []
-    for pair, item in zip(pairs, load_pairs(pairs), strict=True):
+    for pair, item in zip(pairs, load_pairs(pairs, max_pixels), strict=True):
         if isinstance(item, Skip):
             skipped.append(item)
             if on_item is not None:

@@ -34,11 +34,13 @@ from toolkit.errors import ToolkitError
 from toolkit.fsutil import atomic_path
 from toolkit.matting.camera import CameraReader
 from toolkit.matting.images import DEFAULT_MAX_PIXELS, InputError, InputItem, load_image
+from toolkit.matting.live import LiveStats
+from toolkit.matting.marker import mark_encoded
 from toolkit.matting.overlap import prefetch
 from toolkit.matting.prepost import Background, composite, cutout, quantize_alpha, side_by_side
 from toolkit.matting.session import MattingSession
 from toolkit.matting.video import TimedFrame, VideoReader, probe_frame_count
-from toolkit.matting.videojob import VideoSettings, matte_video
+from toolkit.matting.videojob import LiveSource, VideoSettings, matte_video
 from toolkit.matting.videowriter import (
     VideoWriteError,
     check_crf,
@@ -111,6 +113,10 @@ class InferOptions:
             png_compression=self.png_compression,
         )
 
+    #: Cameras (and videos read as cameras, at their frame rate): matte the newest frame and
+    #: drop those arriving while busy, so the delay stays constant (:mod:`toolkit.matting.live`).
+    live: bool = False
+
 
 @dataclass
 class ItemResult:
@@ -122,6 +128,8 @@ class ItemResult:
     error: str | None = None
     #: Lines the user should read although nothing failed (e.g. a pixel format change).
     notes: list[str] = field(default_factory=list)
+    #: Live mode: frames seen and dropped, latency of each output.
+    live: LiveStats | None = None
 
     @property
     def ok(self) -> bool:
@@ -262,13 +270,20 @@ class _BoundedPool:
 # --- writing -----------------------------------------------------------------------------------
 
 
-def _write_image(dest: Path, image: U8Image, png_compression: int) -> None:
-    ext = dest.suffix.lower()
+def encode_image(ext: str, image: U8Image, png_compression: int = DEFAULT_PNG_COMPRESSION) -> bytes:
+    """The bytes ``infer`` writes for ``image`` as ``ext`` (``.png``, ``.jpg``...), marked as
+    this tool's output; the server answers with the same bytes. OSError if OpenCV cannot."""
+    ext = ext.lower()
     ok, encoded = cv2.imencode(ext, image, _png_params(png_compression) if ext == ".png" else [])
     if not ok:
-        raise OSError(f"OpenCV could not encode {dest.name}")
-    with atomic_path(dest) as tmp:
-        tmp.write_bytes(encoded.tobytes())
+        raise OSError(f"OpenCV could not encode a {ext} image")
+    return mark_encoded(ext, encoded.tobytes())
+
+
+def _write_image(dest: Path, image: U8Image, png_compression: int) -> None:
+    encoded = encode_image(dest.suffix, image, png_compression)
+    with atomic_path(dest) as tmp:  # marked so that folder runs know it for ours
+        tmp.write_bytes(encoded)
 
 
 def write_image_results(
@@ -425,8 +440,13 @@ def run_video(
             frames = reader.frames()
             if item.kind == "camera":
                 frames = _stoppable(frames, stack)
+            live = None
+            if options.live:  # a file is read as a camera would deliver it: at its frame rate
+                live = LiveSource(frames, reader.fps if item.kind == "video" else None)
+                stack.callback(live.close)
+                result.live, frames = live.stats, iter(())
             result.frames, result.notes = matte_video(
-                session, reader, frames, files, settings, stack, reporter.advance
+                session, reader, frames, files, settings, stack, reporter, live
             )
         result.outputs = list(files.values())
     except VideoWriteError as exc:
@@ -442,7 +462,11 @@ def run_video(
 
 
 def _stoppable(frames: Iterator[TimedFrame], stack: contextlib.ExitStack) -> Iterator[TimedFrame]:
-    """Camera frames until Ctrl-C (handled as 'stop recording', so the video is kept)."""
+    """Camera frames until Ctrl-C (handled as 'stop recording', so the video is kept).
+
+    The handler is installed now, on the calling thread, not when the frames are first read:
+    they are read in another thread (the prefetcher, or a live source's reader).
+    """
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
 
@@ -451,10 +475,14 @@ def _stoppable(frames: Iterator[TimedFrame], stack: contextlib.ExitStack) -> Ite
 
         previous = signal.signal(signal.SIGINT, on_sigint)
         stack.callback(signal.signal, signal.SIGINT, previous)
-    for timed in frames:
-        if stop.is_set():
-            return
-        yield timed
+
+    def until_stopped() -> Iterator[TimedFrame]:
+        for timed in frames:
+            if stop.is_set():
+                return
+            yield timed
+
+    return until_stopped()
 
 
 def run_infer(

@@ -11,6 +11,7 @@ in submission order, so the caller's decoding and encoding overlap with inferenc
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -51,6 +52,141 @@ def core() -> ov.Core:
         if _core is None:
             _core = ov.Core()
         return _core
+
+
+# --- what the CPU can do ---------------------------------------------------------------------
+
+#: Replaces what OpenVINO and /proc/cpuinfo report, for tests and for "what would an AVX2-only
+#: CPU do": a comma-separated list of the features below (``avx2`` alone is an AVX2-only CPU).
+CAPS_ENV = "MODNET_TOOLS_CPU_CAPS"
+#: The features that decide speed here, in the order they are printed; the names are the
+#: override's vocabulary and the right-hand side how they are shown.
+CPU_FEATURES: dict[str, str] = {
+    "avx2": "AVX2",
+    "avx512": "AVX-512",
+    "vnni": "VNNI",
+    "bf16": "bf16",
+    "amx": "AMX",
+    "fp16": "fp16",
+}
+#: /proc/cpuinfo flags that mean each feature.
+_CPUINFO_FLAGS: dict[str, tuple[str, ...]] = {
+    "avx2": ("avx2",),
+    "avx512": ("avx512f",),
+    "vnni": ("avx512_vnni", "avx_vnni"),
+    "bf16": ("avx512_bf16", "amx_bf16"),
+    "amx": ("amx_tile",),
+    "fp16": ("avx512_fp16",),
+}
+#: Which OpenVINO capability an inference precision needs on the CPU (f32 needs none).
+_PRECISION_CAPABILITY: dict[str, str] = {"bf16": "BF16", "f16": "FP16"}
+
+
+@dataclass(frozen=True)
+class CpuCapabilities:
+    """What this CPU runs natively: OpenVINO's ``OPTIMIZATION_CAPABILITIES`` (``BF16``,
+    ``INT8``, ``FP16``...), which decide the inference precisions, and the instruction sets
+    from /proc/cpuinfo (AVX2, AVX-512, VNNI, bf16, AMX), which decide vector width and speed.
+
+    OpenVINO does not fail when asked for bf16 on a CPU without it: it silently runs f32. So
+    the toolkit asks this object first and says so instead (:func:`effective_precision`).
+    """
+
+    openvino: frozenset[str]
+    features: frozenset[str]
+    source: str = "OpenVINO"
+
+    @property
+    def bf16(self) -> bool:
+        return "BF16" in self.openvino
+
+    @property
+    def int8(self) -> bool:
+        return "INT8" in self.openvino
+
+    def runs(self, precision: str) -> bool:
+        """Whether OpenVINO runs this inference precision natively here."""
+        need = _PRECISION_CAPABILITY.get(precision)
+        return need is None or need in self.openvino
+
+    def instruction_sets(self) -> list[str]:
+        """The features found, as printed: ``["AVX2", "AVX-512", "VNNI", "bf16", "AMX"]``."""
+        return [shown for name, shown in CPU_FEATURES.items() if name in self.features]
+
+    def fp32_lanes(self) -> int:
+        """FP32 lanes of the widest vector this CPU has (16 with AVX-512, 8 with AVX2)."""
+        if "avx512" in self.features:
+            return 16
+        return 8 if "avx2" in self.features else 4
+
+    def describe(self) -> str:
+        sets = ", ".join(self.instruction_sets()) or "none of AVX2, AVX-512, VNNI, bf16, AMX"
+        caps = ", ".join(sorted(self.openvino))
+        return f"instruction sets: {sets}; OpenVINO capabilities: {caps} (from {self.source})"
+
+
+def _cpuinfo_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def _from_override(value: str) -> CpuCapabilities:
+    names = {v.strip().lower() for v in value.split(",") if v.strip()}
+    unknown = sorted(names - set(CPU_FEATURES))
+    if unknown:
+        raise UsageError(
+            f"{CAPS_ENV}={value!r}: unknown feature {unknown[0]!r} "
+            f"(use a comma-separated list of {', '.join(CPU_FEATURES)})"
+        )
+    openvino = {"FP32", "INT8"}
+    openvino |= {cap for name, cap in (("bf16", "BF16"), ("fp16", "FP16")) if name in names}
+    return CpuCapabilities(frozenset(openvino), frozenset(names), f"{CAPS_ENV}={value}")
+
+
+def cpu_capabilities(device: str = "CPU") -> CpuCapabilities:
+    """What the CPU can do: the one place the product and the tests read it from.
+
+    OpenVINO's ``OPTIMIZATION_CAPABILITIES`` and /proc/cpuinfo's flags, unless
+    ``$MODNET_TOOLS_CPU_CAPS`` replaces both (tests use it to run the AVX2-only branch on any
+    CPU; nothing else sets it).
+    """
+    override = os.environ.get(CAPS_ENV)
+    if override is not None and override.strip():
+        return _from_override(override)
+    try:
+        openvino = {str(c) for c in core().get_property(device, "OPTIMIZATION_CAPABILITIES")}
+    except Exception:
+        openvino = {"FP32"}
+    flags = _cpuinfo_flags()
+    features = {name for name, wanted in _CPUINFO_FLAGS.items() if flags & set(wanted)}
+    return CpuCapabilities(frozenset(openvino), frozenset(features))
+
+
+def effective_precision(
+    requested: InferencePrecision, device: str = "CPU"
+) -> tuple[InferencePrecision, str | None]:
+    """The precision that really runs, and one line saying so when it is not the one asked.
+
+    On a CPU device without the capability (bf16 without ``BF16``, f16 without ``FP16``)
+    OpenVINO would silently run f32; the toolkit runs f32 explicitly and says it.
+    """
+    if requested == "f32" or not device.upper().startswith("CPU"):
+        return requested, None
+    caps = cpu_capabilities(device)
+    if caps.runs(requested):
+        return requested, None
+    have = ", ".join(caps.instruction_sets()) or "no AVX2"
+    return "f32", (
+        f"this CPU has no {requested} ({have}; OpenVINO: {', '.join(sorted(caps.openvino))}): "
+        f"running f32 instead"
+    )
 
 
 def parse_precision(value: str) -> InferencePrecision:
@@ -108,7 +244,9 @@ class IRModel:
     ) -> None:
         self.xml = Path(xml)
         self.device = device
-        self.precision = precision
+        #: What was asked, what runs (f32 where the CPU lacks bf16/f16), and the line saying so.
+        self.requested_precision: InferencePrecision = precision
+        self.precision, self.precision_note = effective_precision(precision, device)
         self.performance = performance
         self.requests = max(0, requests)
         self._model = self._read(self.xml)

@@ -26,11 +26,12 @@ import numpy as np
 import numpy.typing as npt
 
 from toolkit import paths
-from toolkit.errors import ToolkitError
+from toolkit.errors import ToolkitError, UsageError
 from toolkit.matting.prepost import (
     ResizeMode,
     alpha_to_input_size,
     network_size,
+    parse_network_size,
     to_network_input,
 )
 from toolkit.matting.runtime import InferencePrecision, IRModel, PerformanceMode
@@ -66,13 +67,31 @@ def find_ir(root: Path, name: str = DEFAULT_MODEL, precision: str | None = None)
     )
 
 
+def _check_network_size(size: tuple[int, int] | None, resize: ResizeMode) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    height, width = size
+    if resize != "stretch":
+        raise UsageError("--network-size stretches every frame to that size: use --resize stretch")
+    parse_network_size(f"{width}x{height}")  # the same rules as the command line
+    return height, width
+
+
 class MattingSession:
     """A compiled MODNet IR plus the resize rule: call :meth:`matte` on BGR uint8 frames."""
 
-    def __init__(self, model: IRModel, resize: ResizeMode = "stretch") -> None:
+    def __init__(
+        self,
+        model: IRModel,
+        resize: ResizeMode = "stretch",
+        network_size: tuple[int, int] | None = None,
+    ) -> None:
         self.model = model
         self.resize: ResizeMode = resize
         self.xml = model.xml
+        #: (H, W) every frame is stretched to instead of the IR's own size (the IR is
+        #: reshaped; the matte is resized back to the frame): ``--network-size``.
+        self.fixed_network_size = _check_network_size(network_size, resize)
 
     @classmethod
     def from_xml(
@@ -84,14 +103,17 @@ class MattingSession:
         resize: ResizeMode = "stretch",
         performance: PerformanceMode = "latency",
         requests: int = 0,
+        network_size: tuple[int, int] | None = None,
     ) -> MattingSession:
         """Load an IR. ``precision`` is OpenVINO's inference precision (``f32`` is exact;
-        ``bf16`` is about twice as fast on CPUs that have it); ``performance`` is
-        ``latency`` for one image at a time, ``throughput`` for :meth:`matte_stream`."""
+        ``bf16`` is about twice as fast on CPUs that have it; a CPU without it runs f32 and
+        ``model.precision_note`` says so); ``performance`` is ``latency`` for one image at a
+        time, ``throughput`` for :meth:`matte_stream`; ``network_size`` (H, W), multiples of
+        32, runs the network at that size instead of the IR's (smaller is faster)."""
         model = IRModel(
             xml, device=device, precision=precision, performance=performance, requests=requests
         )
-        return cls(model, resize)
+        return cls(model, resize, network_size)
 
     @classmethod
     def from_name(
@@ -105,6 +127,7 @@ class MattingSession:
         resize: ResizeMode = "stretch",
         performance: PerformanceMode = "latency",
         requests: int = 0,
+        network_size: tuple[int, int] | None = None,
     ) -> MattingSession:
         """Load the IR that ``modnet-tools convert`` wrote under ``root`` (default: the
         toolkit's home, ``$MODNET_TOOLS_HOME`` or ``./cache``)."""
@@ -116,12 +139,15 @@ class MattingSession:
             resize=resize,
             performance=performance,
             requests=requests,
+            network_size=network_size,
         )
 
     # --- the two halves, exposed for callers that schedule inference themselves ----------------
 
     def network_size(self, height: int, width: int) -> tuple[int, int]:
         """The (H, W) the network runs at for a frame of this size."""
+        if self.fixed_network_size is not None:
+            return self.fixed_network_size
         return network_size(height, width, self.resize, self.model.fixed_size)
 
     def preprocess(self, bgr: U8Image) -> F32Array:

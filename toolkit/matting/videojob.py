@@ -21,12 +21,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from toolkit.matting.camera import CameraReader
+from toolkit.matting.live import LatestFrame, LiveFrame, LiveStats
 from toolkit.matting.overlap import prefetch
 from toolkit.matting.prepost import (
     Background,
@@ -68,6 +69,42 @@ class VideoSettings:
     ofd: bool = False
     ofd_tolerance: float = 0.1
     png_compression: int = 1
+
+
+class Progress(Protocol):
+    """What the runner reports to (``status`` is optional: the live mode's line)."""
+
+    def advance(self, frames: int = 1) -> None: ...
+
+
+class LiveSource:
+    """Frames taken as a camera delivers them (:class:`~toolkit.matting.live.LatestFrame`: the
+    newest one, the others dropped while the network is busy) with their timestamps kept; a
+    dropped frame's audio goes with the next frame taken, so the sound stays whole."""
+
+    def __init__(self, frames: Iterator[TimedFrame], pace: float | None) -> None:
+        self._lock = threading.Lock()
+        self._by_index: dict[int, TimedFrame] = {}
+        self.latest = LatestFrame(self._images(frames), pace)
+        self.stats: LiveStats = self.latest.stats
+
+    def _images(self, frames: Iterator[TimedFrame]) -> Iterator[U8Image]:
+        for index, timed in enumerate(frames):  # LatestFrame numbers them the same way
+            with self._lock:
+                self._by_index[index] = timed
+            yield timed.image
+
+    def __iter__(self) -> Iterator[tuple[TimedFrame, LiveFrame]]:
+        for arrived in self.latest:
+            with self._lock:
+                indexes = sorted(i for i in self._by_index if i <= arrived.index)
+                taken = [self._by_index.pop(i) for i in indexes]
+            timed = taken[-1]
+            timed.audio = [packet for frame in taken for packet in frame.audio]
+            yield timed, arrived
+
+    def close(self) -> None:
+        self.latest.close()
 
 
 def open_writers(
@@ -126,14 +163,17 @@ def matte_video(
     files: dict[str, Path],
     settings: VideoSettings,
     stack: contextlib.ExitStack,
-    advance: Callable[[int], None] = lambda n: None,
+    progress: Progress | None = None,
+    live: LiveSource | None = None,
 ) -> tuple[int, list[str]]:
     """Write every output of one video; return the frames written and the notes.
 
     ``frames`` are the reader's frames (possibly cut short by the caller, as a camera is on
-    Ctrl-C); ``stack`` owns the reader, and the writers are entered on it so they finish
-    (or discard) before the reader is closed.
+    Ctrl-C); with ``live``, frames come from it instead, one at a time, the newest.
+    ``stack`` owns the reader, and the writers are entered on it so they finish (or
+    discard) before the reader is closed.
     """
+    status: Callable[[str], None] | None = getattr(progress, "status", None)
     writers, notes = open_writers(reader, files, settings, stack)
     background = settings.background
     player = background.player() if background is not None else None
@@ -146,7 +186,7 @@ def matte_video(
     slots = threading.BoundedSemaphore(4)  # a bounded queue: decoded frames cannot pile up
     futures: deque[Future[None]] = deque()
 
-    def encode(timed: TimedFrame, alpha: F32Array) -> None:
+    def encode(timed: TimedFrame, alpha: F32Array, arrived: LiveFrame | None) -> None:
         try:
             frame = timed.image
             alpha8 = quantize_alpha(alpha)
@@ -160,17 +200,32 @@ def matte_video(
                 writers["side"].write(side_by_side(frame, view), timed.pts, timed.audio)
             if "rgba" in writers:
                 writers["rgba"].write(cutout(frame, alpha8), timed.pts, timed.audio)
-            advance(1)
+            if live is not None and arrived is not None:
+                live.latest.done(arrived)  # written: camera-to-output latency of this frame
+                if status is not None:
+                    status(live.stats.progress())
+            if progress is not None:
+                progress.advance(1)
         finally:
             slots.release()
 
-    def emit(timed: TimedFrame, alpha: F32Array) -> None:
+    def emit(timed: TimedFrame, alpha: F32Array, arrived: LiveFrame | None = None) -> None:
         slots.acquire()
-        futures.append(pool.submit(functools.partial(encode, timed, alpha)))
+        futures.append(pool.submit(functools.partial(encode, timed, alpha, arrived)))
         while futures and futures[0].done():
             futures.popleft().result()  # an encoder failure stops the run at once
 
     count = 0
+    if live is not None:
+        try:  # one frame at a time, the newest: whatever arrives meanwhile is dropped
+            for timed, arrived in live:
+                emit(timed, session.matte(timed.image), arrived)
+                count += 1
+        finally:
+            pool.shutdown(wait=True)
+        for future in futures:
+            future.result()
+        return count, notes
     try:
         ahead = prefetch(frames, depth=4)
         # Stop the decoding thread before the reader is closed (the stack unwinds in reverse).

@@ -43,6 +43,7 @@ import numpy.typing as npt
 
 from toolkit.errors import ToolkitError, UsageError
 from toolkit.fsutil import _UMASK, atomic_path
+from toolkit.matting.marker import MARK, mark_encoded
 from toolkit.matting.video import AudioPacket, quiet_ffmpeg
 
 U8Image = npt.NDArray[np.uint8]
@@ -334,13 +335,13 @@ class VideoWriter:
 
     def _open(self, tmp: Path, ext: str) -> None:
         options = {"movflags": "+faststart"} if ext in (".mp4", ".mov") else {}
+        # Matroska would shift every timestamp to make an AAC track's priming (negative
+        # times) non-negative: the frames' times must stay the input's.
+        negative = {"avoid_negative_ts": "disabled"} if ext == ".mkv" else None
         self._container = av.open(
-            str(tmp),
-            "w",
-            format=CONTAINERS[ext],
-            options=options,
-            container_options={"avoid_negative_ts": "disabled"} if ext in (".mkv",) else None,
+            str(tmp), "w", format=CONTAINERS[ext], options=options, container_options=negative
         )
+        self._container.metadata["comment"] = MARK.decode()  # folder runs skip our outputs
         codec = self.encoding.codec
         stream = self._container.add_stream(codec.encoder, rate=self.rate)
         stream.width, stream.height = self.size
@@ -463,7 +464,7 @@ class PngSequenceWriter:
         if not ok:
             raise VideoWriteError(f"{self.dest}: could not encode frame {self.frames + 1}")
         self.frames += 1
-        (self._tmp / f"{self.frames:06d}.png").write_bytes(data.tobytes())
+        (self._tmp / f"{self.frames:06d}.png").write_bytes(mark_encoded(".png", data.tobytes()))
 
     def write_audio(self, audio: Iterable[AudioPacket]) -> None:
         pass  # a folder of pictures has no sound

@@ -95,9 +95,13 @@ class OpenVINOCandidate(Candidate):
         throughput_config: dict[str, Any] | None = None,
         requests: int = 0,
         u8_input: bool = False,
+        network_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(row)
         self.xml = xml
+        #: (H, W) the IR is reshaped to (``--network-size``); frames are stretched to it and
+        #: the matte is resized back, so drift is measured against the full-size matte.
+        self.network_size = network_size
         self.precision = precision
         self.device = device
         self.extra = dict(throughput_config or {})
@@ -112,6 +116,11 @@ class OpenVINOCandidate(Candidate):
         from toolkit.matting.runtime import core
 
         model = core().read_model(self.xml)
+        if self.network_size is not None:
+            import openvino as ov
+
+            height, width = self.network_size
+            model.reshape({model.input(0).get_any_name(): ov.PartialShape([1, 3, height, width])})
         if self.u8_input:
             from toolkit.perf.fastpath import u8_nhwc_input
 
@@ -148,11 +157,22 @@ class OpenVINOCandidate(Candidate):
         }
 
     def _input(self, image: U8Image) -> npt.NDArray[Any]:
+        if self.network_size is not None and image.shape[:2] != self.network_size:
+            height, width = self.network_size
+            image = np.asarray(
+                cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR), np.uint8
+            )
         return np.ascontiguousarray(image[np.newaxis]) if self.u8_input else _bgr_tensor(image)
 
     def run(self, image: U8Image) -> F32Array:
         result = self._request.infer({0: self._input(image)})
-        return np.array(result[0], dtype=np.float32).reshape(image.shape[:2])
+        matte = np.array(result[0], dtype=np.float32)
+        matte = matte.reshape(matte.shape[-2:])
+        if matte.shape != image.shape[:2]:  # a smaller network size: back to the frame's
+            matte = np.asarray(
+                cv2.resize(matte, image.shape[1::-1], interpolation=cv2.INTER_LINEAR), np.float32
+            )
+        return matte
 
     def throughput(self, image: U8Image, seconds: float) -> tuple[int, float, float]:
         x = self._input(image)

@@ -116,6 +116,7 @@ def plan(
     explore: bool = False,
     video: Path | None = None,
     device: str = "CPU",
+    network_sizes: Sequence[tuple[int, int]] = (),
 ) -> Plan:
     """The candidates for model ``name`` under ``root`` (``convert``'s output dir); with
     ``video``, the end-to-end runs of ``infer`` on it (default path and fast mode). ``explore``
@@ -131,6 +132,9 @@ def plan(
             f"no FP32 IR at {paths.ir_xml(root, name, 'FP32')}: run `modnet-tools convert` first "
             "(the FP32 IR at f32 is the reference every other row is compared with)"
         )
+    from toolkit.matting.runtime import cpu_capabilities
+
+    caps = cpu_capabilities(device)
     for precision, xml in found.items():
         for hint in inference_precisions:
             row = Row(
@@ -141,10 +145,32 @@ def plan(
                 hint,
                 str(xml),
             )
+            if not caps.runs(hint):  # OpenVINO would run f32 and the row would lie
+                row.skipped = f"this CPU has no {hint} ({', '.join(caps.instruction_sets())})"
+                skipped.append(row)
+                continue
             candidates.append(OpenVINOCandidate(row, xml, precision=hint, device=device))
+    for height, width in network_sizes:
+        if (height, width) == _static_size(found["FP32"]):
+            continue  # that is the FP32 row itself
+        row = Row(
+            f"size-{width}x{height}",
+            f"OpenVINO FP32 IR at {width}x{height}",
+            "openvino",
+            "FP32",
+            "f32",
+            str(found["FP32"]),
+        )
+        candidates.append(
+            OpenVINOCandidate(
+                row, found["FP32"], precision="f32", device=device, network_size=(height, width)
+            )
+        )
     if fast:
+        from toolkit.matting.runtime import effective_precision
         from toolkit.perf.fastpath import FAST_MODE, FastModeUnavailable, fast_model
 
+        fast_hint, _ = effective_precision(FAST_MODE.inference_precision, device)
         try:
             xml = fast_model(root, name)
             row = Row(
@@ -152,14 +178,14 @@ def plan(
                 "infer --fast",
                 "openvino",
                 FAST_MODE.model_precision,
-                FAST_MODE.inference_precision,
+                fast_hint,
                 str(xml),
             )
             candidates.append(
                 OpenVINOCandidate(
                     row,
                     xml,
-                    precision=FAST_MODE.inference_precision,
+                    precision=fast_hint,
                     device=device,
                     throughput_config=FAST_MODE.throughput_config(),
                     requests=FAST_MODE.requests,
@@ -167,7 +193,7 @@ def plan(
                 )
             )
             if explore:
-                candidates.extend(_explore(xml, FAST_MODE.inference_precision, device))
+                candidates.extend(_explore(xml, fast_hint, device))
         except FastModeUnavailable as exc:
             skipped.append(
                 Row(
@@ -374,9 +400,10 @@ def run_benchmark(
             video.measure(max_frames=8)  # warm-up: compiles, opens the codecs, fills caches
         except ToolkitError as exc:
             video.row.error = str(exc)
+    measuring = time.perf_counter()
     try:
         for r in range(rounds):
-            progress.message(f"round {r + 1} of {rounds}")
+            progress.message(f"round {r + 1} of {rounds}" + _eta(measuring, r, rounds))
             for cand in ready:
                 if not cand.row.ok:
                     continue
@@ -412,6 +439,14 @@ def run_benchmark(
         {"rounds": rounds, "seconds": seconds, "drift_images": drift_images, **(settings or {})},
         machine,
     )
+
+
+def _eta(started: float, done: int, total: int) -> str:
+    """ ", about M:SS left" from the rounds already measured (the first round has no basis)."""
+    if done == 0:
+        return ""
+    left = (time.perf_counter() - started) / done * (total - done)
+    return f", about {int(left // 60)}:{int(left % 60):02d} left"
 
 
 class _Contention:

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from toolkit.errors import ToolkitError
-from toolkit.matting.images import IMAGE_EXTENSIONS, InputError, load_image
+from toolkit.matting.images import DEFAULT_MAX_PIXELS, InputError, load_image
 from toolkit.paths import sample_image
 
 U8Image = npt.NDArray[np.uint8]
@@ -210,34 +210,49 @@ def holdout_set(count: int, size: int = 512) -> list[U8Image]:
     return generated_set(count, HOLDOUT_SEED, size)
 
 
-def folder_images(folder: Path) -> list[Path]:
-    """The image files directly inside ``folder`` (sorted), or one clear error."""
+def folder_images(folder: Path, option: str = "--calibration") -> list[Path]:
+    """The still images directly inside ``folder`` (sorted), or one clear error naming
+    ``option`` (the command-line option that gave the folder).
+
+    Still or video is told by content (:mod:`toolkit.matting.sniff`), as ``infer`` does: a
+    HEIC photo counts, a video renamed ``.jpg`` does not."""
+    from toolkit.matting.sniff import classify_media, is_media_candidate
+
     if not folder.exists():
-        raise CalibrationError(f"--calibration {folder}: no such folder")
+        raise CalibrationError(f"{option} {folder}: no such folder")
     if not folder.is_dir():
-        raise CalibrationError(f"--calibration {folder}: not a folder")
+        raise CalibrationError(f"{option} {folder}: not a folder")
     files = sorted(
         p
         for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+        if p.is_file()
+        and not p.name.startswith(".")
+        and is_media_candidate(p)
+        and classify_media(p) == "image"
     )
     if not files:
-        raise CalibrationError(f"--calibration {folder}: no images found")
+        raise CalibrationError(f"{option} {folder}: no images found")
     return files
 
 
-def load_folder(folder: Path, limit: int | None = None) -> Iterator[tuple[Path, U8Image]]:
+def load_folder(
+    folder: Path,
+    limit: int | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    option: str = "--calibration",
+) -> Iterator[tuple[Path, U8Image]]:
     """Decode the folder's images lazily (a big folder never sits in memory at once); files
-    that cannot be decoded are skipped with their reason in the exception only if none is
-    readable."""
-    files = folder_images(folder)
+    that cannot be decoded, or are over ``max_pixels`` (refused from their header, as
+    ``infer`` does), are skipped, with the last reason in the error only if none is readable."""
+    files = folder_images(folder, option)
     yielded = 0
     last_error: str | None = None
     for path in files:
         if limit is not None and yielded >= limit:
             return
         try:
-            image = load_image(path)
+            image = load_image(path, max_pixels=max_pixels)
         except InputError as exc:
             last_error = str(exc)
             continue
@@ -245,6 +260,6 @@ def load_folder(folder: Path, limit: int | None = None) -> Iterator[tuple[Path, 
         yield path, image
     if yielded == 0:
         raise CalibrationError(
-            f"--calibration {folder}: none of its {len(files)} images could be read"
+            f"{option} {folder}: none of its {len(files)} images could be read"
             + (f" ({last_error})" if last_error else "")
         )

@@ -40,6 +40,7 @@ import numpy.typing as npt
 from toolkit import __version__, paths
 from toolkit.convert.graph_rewrite import REWRITE_NAME, optimize
 from toolkit.errors import ToolkitError, UsageError, require
+from toolkit.matting.images import DEFAULT_MAX_PIXELS
 from toolkit.matting.prepost import REF_SIZE, to_network_input
 from toolkit.perf.calibration import (
     default_calibration_set,
@@ -136,6 +137,7 @@ class CalibrationSpec:
 
     folder: Path | None
     subset_size: int
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def describe(self) -> str:
         if self.folder is None:
@@ -158,7 +160,10 @@ class CalibrationSpec:
         if self.folder is None:
             generated = default_calibration_set(self.subset_size)
             return [_resized(image, size) for image in generated]
-        return [_resized(image, size) for _, image in load_folder(self.folder, self.subset_size)]
+        return [
+            _resized(image, size)
+            for _, image in load_folder(self.folder, self.subset_size, max_pixels=self.max_pixels)
+        ]
 
 
 def _resized(image: U8Image, size: tuple[int, int]) -> U8Image:
@@ -198,8 +203,10 @@ def measure_drift(
 ) -> Drift:
     """Mean, max and 99th percentile |matte difference| of ``candidate_xml`` (at
     ``candidate_precision``) against ``reference_xml`` at f32, over ``images``."""
-    from toolkit.matting.runtime import core
+    from toolkit.matting.runtime import core, effective_precision, parse_precision
 
+    # A precision this CPU lacks would silently run f32: measure (and label) what runs.
+    candidate_precision, _ = effective_precision(parse_precision(candidate_precision), device)
     ov_core = core()
     ref_model = ov_core.read_model(reference_xml)
     size = _input_size(ref_model)
@@ -304,6 +311,7 @@ def quantize_ir(
     force: bool = False,
     device: str = "CPU",
     rewrite: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> QuantizeResult:
     """Quantize ``source_xml`` (an FP32 IR) to ``dest_xml``; return what was done and the drift.
 
@@ -332,7 +340,7 @@ def quantize_ir(
         raise QuantizationError(f"{source_xml}: cannot read the IR: {_first_line(exc)}") from None
     if calibration is not None:
         folder_images(calibration)  # fail early, before NNCF's import and the heavy work
-    spec = CalibrationSpec(calibration, subset_size)
+    spec = CalibrationSpec(calibration, subset_size, max_pixels)
     record = _record(source, spec, ignore, rewrite)
     started = time.perf_counter()
     images = list(holdout) if holdout is not None else holdout_set(DEFAULT_HOLDOUT)

@@ -276,20 +276,17 @@ def machine_info() -> dict[str, Any]:
         info["model"] = fields.get("model", "")
         with contextlib.suppress(ValueError):
             info["mhz"] = float(fields.get("cpu MHz", "nan"))
-        flags = set(fields.get("flags", "").split())
-        info["isa"] = sorted(
-            f
-            for f in (
-                "avx2",
-                "fma",
-                "avx512f",
-                "avx512_bf16",
-                "avx512_vnni",
-                "amx_bf16",
-                "amx_int8",
-            )
-            if f in flags
-        )
+    with contextlib.suppress(ImportError):
+        from toolkit.matting.runtime import cpu_capabilities
+
+        caps = cpu_capabilities()
+        # The features the peak and the rows depend on (avx2, avx512, vnni, bf16, amx), as
+        # OpenVINO and the CPU report them (or as $MODNET_TOOLS_CPU_CAPS says).
+        info["isa"] = sorted(caps.features)
+        info["instruction_sets"] = caps.instruction_sets()
+        info["openvino_capabilities"] = sorted(caps.openvino)
+        info["capabilities_from"] = caps.source
+        info["fp32_lanes"] = caps.fp32_lanes()
     with contextlib.suppress(OSError, AttributeError):
         info["loadavg"] = list(os.getloadavg())
     with contextlib.suppress(ImportError):
@@ -306,27 +303,29 @@ def machine_info() -> dict[str, Any]:
 def peak_estimate(machine: dict[str, Any]) -> dict[str, Any]:
     """The CPU's arithmetic peak and the frames/s it would allow at 31.16 GFLOP a frame.
 
-    FLOP per cycle per core are assumptions from the micro-architecture, stated in the output:
-    AMD Zen 4 (family 25 with AVX-512) runs AVX-512 on two 256-bit FMA pipes: 2 x 8 lanes x 2
-    = 32 FP32 FLOP/cycle; VDPBF16PS doubles the products per lane (64 bf16 FLOP/cycle);
-    VPDPBUSD does 4 u8 x s8 products per 32-bit lane (128 INT8 OP/cycle). Intel cores with
-    two 512-bit FMA units have twice that. The clock is /proc/cpuinfo's (a VM reports the
-    nominal clock; turbo may be higher).
+    The vector width is the CPU's own (``machine["isa"]``, from
+    :func:`toolkit.matting.runtime.cpu_capabilities`): 16 FP32 lanes with AVX-512, 8 with
+    AVX2, two FMA pipes a core, 2 FLOP an FMA. AMD Zen 4 (AVX-512 on an AMD CPU) runs AVX-512
+    on two 256-bit pipes, so 8 lanes' worth a pipe. bf16 dot products (AVX512_BF16) double the
+    products a lane; INT8 with VNNI does 4 u8 x s8 products a 32-bit lane (without VNNI, two
+    instructions do what one does: 2x FP32). AMX tiles do far more (1024 bf16 and 2048 INT8
+    operations a cycle a core). The clock is /proc/cpuinfo's (a VM reports the nominal clock;
+    turbo may be higher). These are assumptions from the micro-architecture, stated in the output.
     """
     isa = set(machine.get("isa", []))
-    amd_zen4 = machine.get("vendor") == "AuthenticAMD" and "avx512f" in isa
-    if "avx512f" in isa:
-        fp32 = 32 if amd_zen4 else 64
+    amd_zen4 = machine.get("vendor") == "AuthenticAMD" and "avx512" in isa
+    if "avx512" in isa:
+        lanes = 8 if amd_zen4 else 16
         width = "2 x 256-bit FMA pipes (AVX-512 split in halves)" if amd_zen4 else "2 x 512-bit FMA"
     elif "avx2" in isa:
-        fp32, width = 32, "2 x 256-bit FMA"
+        lanes, width = 8, "2 x 256-bit FMA (AVX2)"
     else:
-        fp32, width = 8, "SSE"
+        lanes, width = 4, "2 x 128-bit FMA (SSE)"
+    fp32 = 2 * lanes * 2
     per_cycle = {"fp32": fp32}
-    if "avx512_bf16" in isa or "amx_bf16" in isa:
-        per_cycle["bf16"] = 2 * fp32
-    if "avx512_vnni" in isa or "amx_int8" in isa:
-        per_cycle["int8"] = 4 * fp32
+    if "bf16" in isa:
+        per_cycle["bf16"] = 1024 if "amx" in isa else 2 * fp32
+    per_cycle["int8"] = 2048 if "amx" in isa else (4 if "vnni" in isa else 2) * fp32
     ghz = float(machine.get("mhz") or 0.0) / 1000.0
     cores = int(machine.get("cores", 1))
     out: dict[str, Any] = {
@@ -439,6 +438,7 @@ def summary_lines(report: BenchmarkReport) -> list[str]:
             f"infer --fast matte vs FP32 IR at f32: mean |diff| {fast.drift_mean:.4f}, "
             f"max {_fmt(fast.drift_max, '.3f')}"
         )
+    lines += _size_lines(rows)
     for video in report.video:
         ratio = ratios.get(f"video_{video.key}_vs_raw")
         if ratio is not None:
@@ -452,6 +452,8 @@ def summary_lines(report: BenchmarkReport) -> list[str]:
             f"over {100 * CLEAN_SHARE:.0f}% are set aside when at least {MIN_CLEAN} clean remain)"
         )
     machine = report.machine
+    if machine.get("instruction_sets") is not None:
+        lines.insert(0, cpu_line(machine))
     load = machine.get("loadavg")
     after = machine.get("loadavg_after")
     if load:
@@ -461,6 +463,8 @@ def summary_lines(report: BenchmarkReport) -> list[str]:
             + f" on {machine.get('cores')} cores"
         )
     peak = machine.get("peak") or peak_estimate(machine)
+    if peak.get("pipes"):
+        lines.append(f"vector width: {peak['pipes']} a core (from the instruction sets above)")
     for kind in ("fp32", "bf16", "int8"):
         if kind in peak and peak[kind]["max_fps"]:
             lines.append(
@@ -470,6 +474,42 @@ def summary_lines(report: BenchmarkReport) -> list[str]:
                 f"{peak[kind]['max_fps']:.1f} frames/s at {GFLOP_PER_FRAME} GFLOP a frame"
             )
     lines += _achieved_lines(rows, peak)
+    return lines
+
+
+def cpu_line(machine: dict[str, Any]) -> str:
+    """What the CPU has, as the benchmark read it: the rows it can run natively follow."""
+    sets = ", ".join(machine.get("instruction_sets") or []) or "none of AVX2, AVX-512, bf16"
+    missing = [
+        name
+        for name in ("AVX2", "AVX-512", "VNNI", "bf16", "AMX")
+        if name not in (machine.get("instruction_sets") or [])
+    ]
+    return (
+        f"CPU: {machine.get('cpu') or '?'}, {machine.get('cores')} cores; instruction sets: {sets}"
+        + (f" (no {', '.join(missing)})" if missing else "")
+        + f"; OpenVINO capabilities: {', '.join(machine.get('openvino_capabilities') or [])}"
+        + f"; from {machine.get('capabilities_from', 'OpenVINO')}"
+    )
+
+
+def _size_lines(rows: dict[str, Row]) -> list[str]:
+    """Each network size against 512x512 (the FP32 IR at f32): speed ratio and matte drift."""
+    full = rows.get("ov-FP32-f32")
+    base = full.throughput() if full is not None and full.ok else None
+    lines = []
+    for key, row in rows.items():
+        if not key.startswith("size-") or not row.ok:
+            continue
+        fps = row.throughput()
+        ratio = _ratio(fps, base)
+        if ratio is None:
+            continue
+        lines.append(
+            f"{key[5:]} / 512x512 throughput (FP32 IR at f32): {ratio:.2f}x; matte vs the "
+            f"512x512 matte (upsampled): mean |diff| {_fmt(row.drift_mean, '.4f')}, "
+            f"max {_fmt(row.drift_max, '.3f')}"
+        )
     return lines
 
 
