@@ -24,6 +24,7 @@ from toolkit.matting.videowriter import (
     VideoWriteError,
     VideoWriter,
     check_crf,
+    check_sequence_folder,
     container_extension,
     parse_codec,
     plan_encoding,
@@ -156,16 +157,23 @@ def test_rgba_video_keeps_the_alpha(tmp_path: Path, fmt: str) -> None:
 def test_png_sequence_is_published_whole(tmp_path: Path) -> None:
     dest = tmp_path / "seq"
     dest.mkdir()
-    (dest / "old.txt").write_text("earlier result")
+    (dest / "000001.png").write_text("earlier result")
+    check_sequence_folder(dest)  # an earlier run's frames: ours to replace
     with pytest.raises(RuntimeError), PngSequenceWriter(dest) as writer:
         writer.write(np.zeros((32, 32, 4), np.uint8))
         raise RuntimeError("interrupted")
-    assert [p.name for p in dest.iterdir()] == ["old.txt"]  # the earlier folder untouched
+    assert [p.name for p in dest.iterdir()] == ["000001.png"]  # the earlier folder untouched
+    assert (dest / "000001.png").read_text() == "earlier result"
     with PngSequenceWriter(dest) as writer:
         for _ in range(3):
             writer.write(np.zeros((32, 32, 4), np.uint8))
     assert sorted(p.name for p in dest.iterdir()) == ["000001.png", "000002.png", "000003.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seq"]  # no temporary folders
+    (dest / "notes.txt").write_text("a user's file")
+    with pytest.raises(UsageError, match="not PNG frames"):
+        check_sequence_folder(dest)  # never replaced: it holds something else
+    with pytest.raises(UsageError, match="not a folder"):
+        check_sequence_folder(dest / "notes.txt")
 
 
 def test_a_writer_that_cannot_open_publishes_nothing_and_keeps_the_old_file(

@@ -18,6 +18,7 @@ import functools
 import signal
 import threading
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,20 +31,30 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from toolkit.errors import ToolkitError
-from toolkit.fsutil import atomic_path
+from toolkit.errors import ToolkitError, UsageError
+from toolkit.fsutil import FileSet, atomic_path, check_output
 from toolkit.matting.camera import CameraReader
 from toolkit.matting.images import DEFAULT_MAX_PIXELS, InputError, InputItem, load_image
 from toolkit.matting.live import LiveStats
 from toolkit.matting.marker import mark_encoded
 from toolkit.matting.overlap import prefetch
-from toolkit.matting.prepost import Background, composite, cutout, quantize_alpha, side_by_side
+from toolkit.matting.prepost import (
+    Background,
+    NetworkSizeError,
+    NonFiniteMatteError,
+    composite,
+    cutout,
+    quantize_alpha,
+    require_finite,
+    side_by_side,
+)
 from toolkit.matting.session import MattingSession
 from toolkit.matting.video import TimedFrame, VideoReader, probe_frame_count
 from toolkit.matting.videojob import LiveSource, VideoSettings, matte_video
 from toolkit.matting.videowriter import (
     VideoWriteError,
     check_crf,
+    check_sequence_folder,
     container_extension,
     parse_codec,
 )
@@ -113,6 +124,8 @@ class InferOptions:
             png_compression=self.png_compression,
         )
 
+    #: Files no result may be written over besides the inputs (the model, a background image).
+    protected: tuple[Path, ...] = ()
     #: Cameras (and videos read as cameras, at their frame rate): matte the newest frame and
     #: drop those arriving while busy, so the delay stays constant (:mod:`toolkit.matting.live`).
     live: bool = False
@@ -221,26 +234,51 @@ class Plan:
         return self.video_outputs(options)
 
 
-def plan_outputs(items: list[InputItem]) -> list[Plan]:
-    """One unique stem per input: ``photo``, then ``photo-2``, ``photo-3`` for later inputs
-    with the same name (``a/photo.jpg`` and ``b/photo.png`` must not overwrite each other)."""
-    used: dict[str, int] = {}
+def _name_key(name: str) -> str:
+    """How a file system may compare two names: case-insensitively (macOS, Windows) and after
+    Unicode normalisation (macOS stores NFD), so ``Photo.png`` and ``photo.png`` are one name."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def plan_outputs(items: list[InputItem], options: InferOptions | None = None) -> list[Plan]:
+    """One stem per input whose output file names are unique against every name already
+    planned: ``photo``, then ``photo-2``, ``photo-3``... whatever the inputs are called
+    (``a/photo.jpg b/photo.png c/photo-2.jpg`` gives ``photo``, ``photo-2``, ``photo-2-2``),
+    compared as a case-insensitive file system would."""
+    planned: set[str] = set()
+    stems: set[str] = set()
     plans = []
     for item in items:
         if item.kind == "error":
             plans.append(Plan(item, ""))
             continue
         base = item.path.stem if item.path is not None else f"camera{item.camera}"
-        count = used.get(base.lower(), 0) + 1
-        used[base.lower()] = count
-        plans.append(Plan(item, base if count == 1 else f"{base}-{count}"))
+        count = 1
+        while True:
+            plan = Plan(item, base if count == 1 else f"{base}-{count}")
+            names = (
+                {_name_key(p.name) for p in plan.outputs(options).values()}
+                if options is not None
+                else set()
+            )
+            if _name_key(plan.stem) not in stems and not names & planned:
+                break
+            count += 1
+        stems.add(_name_key(plan.stem))
+        planned |= names
+        plans.append(plan)
     return plans
 
 
-def _clobber_error(plan: Plan, options: InferOptions, inputs: set[Path]) -> str | None:
-    for dest in plan.outputs(options).values():
-        if dest.resolve() in inputs:
-            return f"{plan.item.label}: refusing to write {dest}, which is an input file"
+def _clobber_error(plan: Plan, options: InferOptions, inputs: FileSet) -> str | None:
+    for kind, dest in plan.outputs(options).items():
+        try:
+            if kind == "rgba" and plan.item.kind != "image" and options.rgba_video == "png":
+                check_sequence_folder(dest)  # a folder of frames, replaced only if ours
+                continue
+            check_output(dest, "image" if plan.item.kind == "image" else "video", inputs=inputs)
+        except UsageError as exc:
+            return f"{plan.item.label}: {exc} ({kind} result)"
     return None
 
 
@@ -329,8 +367,10 @@ class Runner:
 
     def run(self, items: list[InputItem]) -> InferSummary:
         started = time.perf_counter()
-        plans = plan_outputs(items)
-        inputs = {i.path.resolve() for i in items if i.path is not None}
+        plans = plan_outputs(items, self.options)
+        inputs = FileSet(
+            [i.path for i in items if i.path is not None] + list(self.options.protected)
+        )
         results: list[ItemResult] = []
         runnable: list[Plan] = []
         for plan in plans:
@@ -376,7 +416,10 @@ class Runner:
                 assert plan.item.path is not None
                 try:
                     frame = load_image(plan.item.path, max_pixels=self.options.max_pixels)
-                except InputError as exc:
+                    self.session.network_size(*frame.shape[:2])  # refuse what would need GBs
+                except (InputError, NetworkSizeError) as exc:
+                    if isinstance(exc, NetworkSizeError):
+                        exc = InputError(f"{plan.item.label}: {exc}")
                     results[index] = ItemResult(plan.item.label, error=str(exc))
                     self.reporter.item_done(results[index])
                     self.reporter.advance()
@@ -384,14 +427,22 @@ class Runner:
                 yield index, frame
 
         def finish(index: int, frame: U8Image, alpha: F32Array) -> ItemResult:
-            result = write_image_results(plans[index], frame, alpha, self.options)
+            try:
+                require_finite(alpha)
+            except NonFiniteMatteError as exc:
+                result = ItemResult(
+                    plans[index].item.label, error=f"{plans[index].item.label}: {exc}"
+                )
+            else:
+                result = write_image_results(plans[index], frame, alpha, self.options)
             results[index] = result
             self.reporter.item_done(result)
             self.reporter.advance()
             return result
 
         try:
-            for index, frame, alpha in self.session.matte_stream(prefetch(decoded(), depth=4)):
+            stream = self.session.matte_stream(prefetch(decoded(), depth=4), check_finite=False)
+            for index, frame, alpha in stream:
                 pool.submit(functools.partial(finish, index, frame, alpha))
         finally:
             pool.shutdown()
@@ -453,7 +504,8 @@ def run_video(
         result.error = f"{item.label}: cannot write results: {exc}"
         result.outputs = []
     except ToolkitError as exc:
-        result.error = str(exc)
+        text = str(exc)
+        result.error = text if text.startswith(item.label) else f"{item.label}: {text}"
         result.outputs = []
     except OSError as exc:
         result.error = f"{item.label}: cannot write results: {exc.strerror or exc}"

@@ -174,6 +174,7 @@ def matte_video(
     discard) before the reader is closed.
     """
     status: Callable[[str], None] | None = getattr(progress, "status", None)
+    session.network_size(reader.height, reader.width)  # refused before any writer opens
     writers, notes = open_writers(reader, files, settings, stack)
     background = settings.background
     player = background.player() if background is not None else None

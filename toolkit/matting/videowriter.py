@@ -26,6 +26,7 @@ import contextlib
 import functools
 import io
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -438,6 +439,22 @@ def _reason(exc: BaseException) -> str:
 
 
 # --- a folder of PNG frames ----------------------------------------------------------------------
+
+_FRAME_NAME = re.compile(r"\d{6}\.png")
+
+
+def check_sequence_folder(dest: Path) -> None:
+    """Refuse (a :class:`UsageError`) a PNG-sequence destination that is not ours to replace:
+    a file, or a folder holding anything but numbered PNG frames."""
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise UsageError(f"{dest}: exists and is not a folder of PNG frames; remove it first")
+    if dest.is_dir():
+        strangers = [p.name for p in dest.iterdir() if not _FRAME_NAME.fullmatch(p.name)]
+        if strangers:
+            raise UsageError(
+                f"{dest}: the folder holds files that are not PNG frames of an earlier run "
+                f"({strangers[0]}...); choose another -o or remove them"
+            )
 
 
 class PngSequenceWriter:
