@@ -82,7 +82,7 @@ def _header_deadline_protocol(seconds: float) -> type[asyncio.Protocol]:
     except ImportError:  # pragma: no cover - uvicorn[standard] brings httptools
         from uvicorn.protocols.http.h11_impl import H11Protocol as base  # type: ignore[assignment]
 
-    class HeaderDeadline(base):  # type: ignore[valid-type, misc]
+    class HeaderDeadline(base):
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self._arm()
