@@ -14,7 +14,7 @@ import typer
 
 from toolkit.cli.app import app
 from toolkit.cli.infer_cmd import _resolve_model
-from toolkit.cli.options import Device, DownloadDir
+from toolkit.cli.options import Device, DownloadDir, finite
 from toolkit.errors import UsageError, require
 from toolkit.perf.fastpath import FAST_HELP
 
@@ -108,13 +108,20 @@ def serve(
     max_upload_mb: Annotated[
         float,
         typer.Option(
-            "--max-upload-mb", min=0.01, max=1024, help="Largest request body accepted (MiB)."
+            "--max-upload-mb",
+            min=0.01,
+            max=1024,
+            callback=finite,
+            help="Largest request body accepted (MiB).",
         ),
     ] = 32.0,
     max_pixels: Annotated[
         int,
         typer.Option(
-            "--max-pixels", min=1, help="Refuse images with more pixels than this (as infer)."
+            "--max-pixels",
+            min=1,
+            max=1_000_000_000,
+            help="Refuse images with more pixels than this (as infer).",
         ),
     ] = 70_000_000,
     request_timeout: Annotated[
@@ -123,13 +130,18 @@ def serve(
             "--request-timeout",
             min=0.1,
             max=3600,
+            callback=finite,
             help="Seconds a request may take, from arrival to answer.",
         ),
     ] = 30.0,
     ws_idle_timeout: Annotated[
         float,
         typer.Option(
-            "--ws-idle-timeout", min=0.1, max=3600, help="Seconds a live WebSocket may stay silent."
+            "--ws-idle-timeout",
+            min=0.1,
+            max=3600,
+            callback=finite,
+            help="Seconds a live WebSocket may stay silent.",
         ),
     ] = 60.0,
     access_log: Annotated[
