@@ -92,8 +92,8 @@ def _header_deadline_protocol(seconds: float) -> type[asyncio.Protocol]:
             self._deadline = self.loop.call_later(seconds, self._check, self.cycle)
 
         def _check(self, armed_at: object) -> None:
-            if self.transport.is_closing():
-                return
+            if self.transport.is_closing() or self.transport.get_protocol() is not self:
+                return  # closed, or upgraded to a WebSocket (which has its own idle timeout)
             in_request = self.cycle is not None and not self.cycle.response_complete
             if in_request or self.cycle is not armed_at:
                 self._arm()  # progress since: watch the next window
