@@ -78,7 +78,9 @@ def report(
         "inputs": [str(archive.folder)],
         "compare_inputs": [str(archive.folder), str(archive.broken)],
         "images": [str(p) for p in archive.photos],
-        "video_outputs": [f"{archive.video.stem}_alpha{archive.video.suffix}"],
+        "video_outputs": sorted(
+            n for n in os.listdir(local_reference.out) if n.startswith(f"{archive.video.stem}_")
+        ),
         "work": str(work),
         "scenarios": ["compare", "kill_worker", "resume", "kill_node"],
     }

@@ -3,8 +3,8 @@
 Images: an actor compiles the IR once and then mattes batch after batch handed to it by Ray
 Data, with the local runner's :meth:`~toolkit.matting.batch.Runner.run_images` (decoding,
 several asynchronous inference requests and encoding overlapped, as locally). Videos: one task
-each, running the local runner's :meth:`~toolkit.matting.batch.Runner.run_stream` (frames in
-order, the video's own writers). Both ask the :mod:`tracker <toolkit.cluster.tracker>` first
+each, running the local runner's :func:`~toolkit.matting.batch.run_video` (frames in order,
+the video's own writers). Both ask the :mod:`tracker <toolkit.cluster.tracker>` first
 which inputs are already done (a retry after a worker died) and record each input the moment
 its files are written.
 
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from toolkit.matting.batch import InferOptions, ItemResult, Plan, Runner
+from toolkit.matting.batch import InferOptions, ItemResult, Plan, Runner, run_video
 from toolkit.matting.images import InputItem
 from toolkit.matting.prepost import ResizeMode
 from toolkit.matting.runtime import InferencePrecision, core
@@ -151,6 +151,6 @@ def matte_video(row: dict[str, Any], spec: SessionSpec, options: InferOptions, t
     except Exception as exc:  # the IR cannot load on this node: this input fails, not the run
         result = ItemResult(plan.item.label, error=f"{plan.item.label}: {exc}")
     else:
-        result = Runner(session, options, TrackerReporter(tracker, key)).run_stream(plan)
+        result = run_video(session, plan, options, TrackerReporter(tracker, key))
     ray.get(tracker.record.remote(key, result))
     return key
