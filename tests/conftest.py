@@ -23,6 +23,7 @@ pytest_plugins: list[str] = [
     "tests.matting.fixtures",
     "tests.hardening.fixtures",
     "tests.perf.fixtures",
+    "tests.serve.fixtures",
 ]
 
 REPO = Path(__file__).resolve().parent.parent

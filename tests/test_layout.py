@@ -64,7 +64,7 @@ MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p != PACKAGE / "__init__.py
 
 
 def test_every_stage_is_a_subpackage_with_a_docstring() -> None:
-    for stage in ("download", "model", "convert", "matting", "evaluate", "perf", "cli"):
+    for stage in ("download", "model", "convert", "matting", "evaluate", "perf", "serve", "cli"):
         init = PACKAGE / stage / "__init__.py"
         assert init.is_file(), stage
         assert ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))), stage

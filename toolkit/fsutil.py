@@ -1,7 +1,9 @@
-"""File-system helpers shared by every writer: atomic replacement and confined paths.
+"""File-system helpers shared by every writer: atomic replacement, confined paths, and the
+check that an output never lands on an input or on a file of another kind.
 
 Every output of the toolkit goes through :func:`atomic_path`, so an interrupted or failed run
-never leaves a half-written file where a good one is expected.
+never leaves a half-written file where a good one is expected; every command calls
+:func:`check_output` for each path it will write before it does any work.
 """
 
 from __future__ import annotations
@@ -9,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
-from toolkit.errors import ToolkitError
+from toolkit.errors import ToolkitError, UsageError
 
 
 def _current_umask() -> int:
@@ -70,6 +72,8 @@ def confined_path(base: str | os.PathLike[str], relative: str) -> Path:
     if not relative or "\x00" in relative or "\\" in relative:
         raise ToolkitError(f"unsafe file name {relative!r}")
     pure = PurePosixPath(relative)
+    if not pure.parts:  # "." and "./" name the folder itself, not a file in it
+        raise ToolkitError(f"unsafe file name {relative!r}: it names no file")
     if pure.is_absolute() or any(part in ("..", "") for part in pure.parts) or ":" in pure.parts[0]:
         raise ToolkitError(f"unsafe file name {relative!r}: it must stay inside the output folder")
     base_path = Path(base).resolve()
@@ -77,3 +81,136 @@ def confined_path(base: str | os.PathLike[str], relative: str) -> Path:
     if joined != base_path and base_path not in joined.parents:
         raise ToolkitError(f"unsafe file name {relative!r}: it resolves outside {base_path}")
     return Path(base) / pure
+
+
+# --- refusing to overwrite what the user owns ----------------------------------------------------
+
+#: The kinds of file the toolkit writes, and what an existing file at the destination may be
+#: for the write to go ahead (an earlier result of the same kind, or an empty file).
+OUTPUT_KINDS: dict[str, frozenset[str]] = {
+    "json": frozenset({"json"}),
+    "image": frozenset({"png", "jpeg", "webp", "bmp", "tiff", "gif"}),
+    "video": frozenset({"video"}),
+    "checkpoint": frozenset({"checkpoint"}),
+    "ir": frozenset({"ir-xml"}),
+    "weights": frozenset({"other"}),  # an IR's .bin has no signature
+    "onnx": frozenset({"other"}),  # protobuf has no signature either
+    "model-file": frozenset({"checkpoint", "other", "text"}),  # download: .pth, .py, ...
+}
+
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"BM", "bmp"),
+    (b"GIF8", "gif"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"\x1a\x45\xdf\xa3", "video"),  # Matroska / WebM
+    (b"PK\x03\x04", "checkpoint"),  # torch.save's zip format (also any zip: refused as image)
+    (b"\x80\x02", "checkpoint"),  # a legacy pickle, as the released checkpoints are
+    (b"\x80\x04", "checkpoint"),
+    (b"\x80\x05", "checkpoint"),
+)
+
+
+def sniff_kind(path: Path) -> str:
+    """What an existing file holds, from its first bytes: ``folder``, ``empty``, ``png``,
+    ``jpeg``, ``webp``, ``bmp``, ``gif``, ``tiff``, ``video``, ``checkpoint``, ``ir-xml``,
+    ``xml``, ``json``, ``text`` or ``other`` (unrecognised binary)."""
+    if path.is_dir():
+        return "folder"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return "other"
+    if not head:
+        return "empty"
+    for magic, kind in _SIGNATURES:
+        if head.startswith(magic):
+            return kind
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "video"
+    if head[4:8] == b"ftyp":
+        return "video"  # MP4 / MOV (a HEIC photo too: never a file the toolkit writes over)
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith((b"{", b"[")):
+        return "json"
+    if text.startswith(b"<"):
+        return "ir-xml" if b"<net" in head else "xml"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        # A cut multi-byte character at byte 512 is still text.
+        try:
+            head[:-3].decode("utf-8")
+        except UnicodeDecodeError:
+            return "other"
+    return "text"
+
+
+class FileSet:
+    """A set of files compared by identity (device and inode) as well as by resolved path, so
+    a symlink or hard link to an input is that input. Built once: a batch checks every output
+    against every input, and a folder of 10 000 photos must not cost 10 000^2 ``stat`` calls."""
+
+    def __init__(self, paths: Iterable[str | os.PathLike[str]] = ()) -> None:
+        self._ids: dict[tuple[int, int], Path] = {}
+        self._resolved: dict[Path, Path] = {}
+        for p in paths:
+            self.add(Path(p))
+
+    def add(self, path: Path) -> None:
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            self._ids[(st.st_dev, st.st_ino)] = path
+        with contextlib.suppress(OSError, RuntimeError):
+            self._resolved[path.resolve()] = path
+
+    def find(self, path: Path) -> Path | None:
+        """The member that ``path`` is (by identity or resolved path), if any."""
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            hit = self._ids.get((st.st_dev, st.st_ino))
+            if hit is not None:
+                return hit
+        with contextlib.suppress(OSError, RuntimeError):
+            return self._resolved.get(path.resolve())
+        return None
+
+
+def check_output(
+    dest: str | os.PathLike[str],
+    kind: str,
+    *,
+    inputs: FileSet | Iterable[str | os.PathLike[str]] = (),
+    option: str = "",
+) -> None:
+    """Refuse, in one line and before any work, to write ``dest`` where that would destroy data.
+
+    Three rules, the same for every command: ``dest`` is not one of the command's
+    ``inputs`` (compared as files, so symlinks and hard links count); it is not a folder;
+    and if it exists, it already holds a file of the ``kind`` about to be written (see
+    :data:`OUTPUT_KINDS`) or nothing, so ``--json photo.png``, a report over the model's
+    ``.xml``, or a checkpoint over a photo are refused however the paths are spelt.
+    """
+    path = Path(dest)
+    label = f"{option} {path}" if option else str(path)
+    known = inputs if isinstance(inputs, FileSet) else FileSet(inputs)
+    source = known.find(path)
+    if source is not None:
+        also = "" if source == path else f" ({source})"
+        raise UsageError(f"{label}: refusing to write there, which is an input file{also}")
+    if not (path.exists() or path.is_symlink()):
+        return
+    found = sniff_kind(path)
+    if found == "folder":
+        raise UsageError(f"{label}: is a folder")
+    if found != "empty" and found not in OUTPUT_KINDS[kind]:
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise UsageError(
+            f"{label}: refusing to overwrite an existing file that is not {article} {kind} "
+            f"output (it looks like {found}); remove it or choose another name"
+        )

@@ -198,7 +198,7 @@ def test_a_local_checkpoint_converts_under_another_name(
         (["--precisions", "FP16,FP16-INT8"], 2, "FP16-INT8"),
         (["--add-mo-arg=--mean_value=[1]"], 1, "--mean_value"),
         (["--all", "--checkpoint", "x.ckpt"], 2, "one model"),
-        (["--model-name", "../escape", "--checkpoint", "x.ckpt"], 1, "unsafe"),
+        (["--model-name", "../escape", "--checkpoint", "x.ckpt"], 2, "unsafe"),
         (["--name", "no-such-model"], 1, 'No matching models: "no-such-model"'),
         (["--exporter", "magic"], 2, "legacy or dynamo"),
     ],

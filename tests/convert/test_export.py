@@ -30,7 +30,7 @@ from toolkit.model.checkpoint import load_model
     [
         ("1,3,512,512", (1, 3, 512, 512)),
         ("[1, 3, 320, 480]", (1, 3, 320, 480)),
-        ("(2,3,64,64)", (2, 3, 64, 64)),
+        ("(1,3,64,64)", (1, 3, 64, 64)),
         ("320x480", (1, 3, 320, 480)),
         ("dynamic", None),
         ("1,3,?,?", None),
@@ -52,6 +52,9 @@ def test_input_shape_forms(text: str, expected: tuple[int, int, int, int] | None
         ("1,3,a,512", "integers"),
         ("2,3,?,?", "1,3,?,?"),
         ("1x2x3", "HxW"),
+        ("2,3,512,512", "batch 2 is not supported"),
+        ("1,3,4096,4096", "larger than"),
+        ("1,3,32,16384", "larger than"),
     ],
 )
 def test_bad_input_shapes_are_usage_errors(text: str, needle: str) -> None:

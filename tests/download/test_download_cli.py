@@ -297,14 +297,15 @@ def test_wrong_file_at_destination_is_replaced(http_server: FileServer, served_m
     assert final.read_bytes() == model.data
 
 
-def test_wrong_file_at_destination_is_removed_when_download_fails(http_server: FileServer, served_model, run_cli: RunCli, tmp_path: Path) -> None:  # fmt: skip
+def test_wrong_file_at_destination_is_left_alone_when_download_fails(http_server: FileServer, served_model, run_cli: RunCli, tmp_path: Path) -> None:  # fmt: skip
+    """The user's own file is never deleted before a verified replacement exists."""
     model = served_model(Fault("status", times=-1, status=404))
     final = model.path_in(tmp_path / "o")
     final.parent.mkdir(parents=True)
     final.write_bytes(b"x" * len(model.data))
     proc = dl(run_cli, model, tmp_path / "o", server=http_server)
-    assert_one_line_error(proc, "HTTP 404")
-    assert not final.exists()  # an unverified file never stays at the final path
+    assert_one_line_error(proc, "HTTP 404", "left in place")
+    assert final.read_bytes() == b"x" * len(model.data)
 
 
 def test_truncated_file_left_by_omz_downloader_is_continued(http_server: FileServer, served_model, run_cli: RunCli, tmp_path: Path) -> None:  # fmt: skip

@@ -25,6 +25,7 @@ from toolkit.cli import (  # noqa: F401  (imported for their side effect)
     evaluate_cmd,
     infer_cmd,
     perf_cmd,
+    serve_cmd,
 )
 from toolkit.cli.app import State, app
 from toolkit.errors import ToolkitError

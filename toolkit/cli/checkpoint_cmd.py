@@ -15,7 +15,9 @@ from toolkit.errors import require
 @app.command("random-checkpoint")
 def random_checkpoint(
     output: Annotated[Path, typer.Argument(help="Where to write the .ckpt file.")],
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same weights).")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, max=2**32 - 1, help="Random seed (same seed, same weights).")
+    ] = 0,
     profile: Annotated[
         str, typer.Option(help="'tame' (calm numerics) or 'touchy' (sensitive to small changes).")
     ] = "tame",
@@ -36,6 +38,9 @@ def random_checkpoint(
         raise UsageError(f"--profile must be tame or touchy, not {profile!r}")
     if fmt not in ("legacy", "zip"):
         raise UsageError(f"--format must be legacy or zip, not {fmt!r}")
+    from toolkit.fsutil import check_output
+
+    check_output(output, "checkpoint", option="random-checkpoint")
     prof: Literal["tame", "touchy"] = "tame" if profile == "tame" else "touchy"
     form: Literal["legacy", "zip"] = "legacy" if fmt == "legacy" else "zip"
     write_random_checkpoint(output, seed=seed, profile=prof, fmt=form)

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from toolkit.cli.app import app
-from toolkit.cli.options import All, ListFile, ModelsDir, Name, OutputDir, PrintAll
+from toolkit.cli.options import All, ListFile, ModelsDir, Name, OutputDir, PrintAll, finite
 from toolkit.download.config import ModelConfig, discover, parse_precisions, select
 from toolkit.errors import UsageError
 from toolkit.paths import default_root
@@ -70,6 +70,7 @@ def download(
         typer.Option(
             "--num-attempts",
             min=1,
+            max=100,
             help="Attempts per source for network errors, timeouts, 5xx, 429 and short "
             "bodies (with backoff, resuming with Range).",
         ),
@@ -83,7 +84,7 @@ def download(
         ),
     ] = ProgressFormat.text,
     jobs: Annotated[
-        int, typer.Option("--jobs", "-j", min=1, help="Models downloaded in parallel.")
+        int, typer.Option("--jobs", "-j", min=1, max=64, help="Models downloaded in parallel.")
     ] = 1,
     precisions: Annotated[
         str | None,
@@ -114,12 +115,22 @@ def download(
     ] = False,
     connect_timeout: Annotated[
         float,
-        typer.Option("--connect-timeout", min=0.1, help="Seconds to wait for a connection."),
+        typer.Option(
+            "--connect-timeout",
+            min=0.1,
+            max=3600.0,
+            callback=finite,
+            help="Seconds to wait for a connection.",
+        ),
     ] = 30.0,
     read_timeout: Annotated[
         float,
         typer.Option(
-            "--read-timeout", min=0.1, help="Seconds of silence from a server before retrying."
+            "--read-timeout",
+            min=0.1,
+            max=3600.0,
+            callback=finite,
+            help="Seconds of silence from a server before retrying.",
         ),
     ] = 120.0,
     retry_delay: Annotated[
@@ -127,6 +138,8 @@ def download(
         typer.Option(
             "--retry-delay",
             min=0.0,
+            max=600.0,
+            callback=finite,
             envvar="MODNET_TOOLS_RETRY_DELAY",
             hidden=True,
             help="First backoff wait in seconds (doubles per attempt, with jitter).",

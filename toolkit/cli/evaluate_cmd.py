@@ -224,7 +224,9 @@ def evaluate(
     output_dir: OutputDir = None,
     limit: Annotated[
         int | None,
-        typer.Option("--limit", metavar="N", min=1, help="Evaluate only the first N images."),
+        typer.Option(
+            "--limit", metavar="N", min=1, max=10_000_000, help="Evaluate only the first N images."
+        ),
     ] = None,
     json_file: JsonFile = None,
     compare: Annotated[
@@ -255,13 +257,17 @@ def evaluate(
     skipped and counted (exit code 1 if any).
     """
     from toolkit.evaluate.metrics import find_pairs, openvino_predictor
-    from toolkit.fsutil import atomic_path
+    from toolkit.fsutil import atomic_path, check_output
     from toolkit.paths import default_root
 
     root = output_dir if output_dir is not None else default_root()
     irs = _ir_choices(list(model or []), name, list(precision or []), root, compare)
     variants = plan_variants(irs, list(inference_precision or []), compare, device)
     pairs = find_pairs(images, mattes if mattes is not None else images, limit)
+    if json_file is not None:  # never over a photo, a ground-truth matte or the model
+        ir_files = [f for _, xml in irs for f in (xml, xml.with_suffix(".bin"))]
+        data = [f for p in pairs for f in (p.image, p.matte) if f is not None]
+        check_output(json_file, "json", inputs=[*ir_files, *data], option="--json")
     predictors = [
         (
             v.label,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from toolkit.cli.app import app
-from toolkit.cli.options import DEFAULT_MAX_PIXELS, Device, DownloadDir, MaxPixels
+from toolkit.cli.options import DEFAULT_MAX_PIXELS, Device, DownloadDir, MaxPixels, finite
 from toolkit.errors import ToolkitError, UsageError
 from toolkit.perf.fastpath import FAST_HELP
 
@@ -77,6 +77,14 @@ class _CliReporter:
     def finish(self, summary: InferSummary) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+
+def _protected_files(xml: Path, *others: str | Path | None) -> tuple[Path, ...]:
+    """Files no result may land on besides the inputs: the IR and its weights, a background
+    image, the checkpoint and ONNX that --verify reads."""
+    found = [xml, xml.with_suffix(".bin")]
+    found += [Path(p) for p in others if p is not None and Path(p).is_file()]
+    return tuple(found)
 
 
 def _resolve_model(
@@ -288,12 +296,21 @@ def infer(
     ] = False,
     ofd_tolerance: Annotated[
         float,
-        typer.Option("--ofd-tolerance", help="Alpha difference OFD treats as 'the same'."),
+        typer.Option(
+            "--ofd-tolerance",
+            min=0.0,
+            max=1.0,
+            callback=finite,
+            help="Alpha difference OFD treats as 'the same'.",
+        ),
     ] = 0.1,
     max_frames: Annotated[
         int | None,
         typer.Option(
-            "--max-frames", min=1, help="Stop each video or camera after this many frames."
+            "--max-frames",
+            min=1,
+            max=100_000_000,
+            help="Stop each video or camera after this many frames.",
         ),
     ] = None,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
@@ -426,6 +443,7 @@ def infer(
         max_frames=max_frames,
         jobs=jobs,
         png_compression=png_compression,
+        protected=_protected_files(session.xml, background, checkpoint, onnx),
         live=live,
     )
     reporter = _CliReporter(show_progress=sys.stderr.isatty(), live=live)

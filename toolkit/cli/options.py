@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -62,8 +63,17 @@ MaxPixels = Annotated[
     typer.Option(
         "--max-pixels",
         min=1,
+        max=1_000_000_000,  # a bound of its own: 1 GP is 3 GB decoded
         metavar="N",
         help="Refuse any image or video frame with more pixels than this, from its header, "
         "before decoding it.",
     ),
 ]
+
+
+def finite(value: float | None) -> float | None:
+    """Option callback: refuse ``nan`` and ``inf``, which Click's float ranges let through
+    (every comparison with NaN is false, so ``min=``/``max=`` cannot catch it)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, not {value}")
+    return value

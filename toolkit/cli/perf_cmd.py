@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from toolkit.cli.app import app
-from toolkit.cli.options import DEFAULT_MAX_PIXELS, Device, JsonFile, MaxPixels, OutputDir
+from toolkit.cli.options import DEFAULT_MAX_PIXELS, Device, JsonFile, MaxPixels, OutputDir, finite
 from toolkit.errors import ToolkitError, UsageError
 
 DEFAULT_MODEL = "modnet-webcam-portrait-matting"
@@ -25,14 +25,27 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _check_writable(dest: Path) -> None:
-    """Fail before minutes of work, not after, when the report cannot be written there."""
-    if dest.is_dir():
-        raise UsageError(f"--json {dest}: is a folder")
+def _check_writable(dest: Path, inputs: list[Path | None]) -> None:
+    """Fail before minutes of work, not after, when the report cannot be written there or
+    would replace one of the command's inputs or a file that is not a JSON report."""
+    from toolkit.fsutil import check_output
+
+    check_output(dest, "json", inputs=[p for p in inputs if p is not None], option="--json")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ToolkitError(f"--json {dest}: cannot write: {exc.strerror or exc}") from None
+
+
+def _model_files(root: Path, name: str) -> list[Path | None]:
+    """Every file of the model's tree (checkpoint, ONNX, each IR's .xml and .bin): a report
+    written over any of them would destroy the model the command just measured."""
+    from toolkit.paths import model_dir
+
+    folder = model_dir(root, name)
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.rglob("*") if p.is_file()]
 
 
 @app.command("quantize")
@@ -116,10 +129,10 @@ def quantize(
     )
     if ignore is not None:
         parse_ignore(ignore)
-    if json_file is not None:
-        _check_writable(json_file)
-    require("nncf", "quantize")
     root = output_dir if output_dir is not None else default_root()
+    if json_file is not None:
+        _check_writable(json_file, [*_model_files(root, name), calibration, holdout])
+    require("nncf", "quantize")
     held = (
         [image for _, image in load_folder(holdout, max_pixels=max_pixels, option="--holdout")]
         if holdout is not None
@@ -258,6 +271,7 @@ def benchmark(
             metavar="S",
             min=0.0,
             max=600.0,
+            callback=finite,
             help="Throughput window per candidate and round (latency gets half).",
         ),
     ] = 1.0,
@@ -320,9 +334,9 @@ def benchmark(
             )
     if "f32" not in hints:
         hints.insert(0, "f32")  # the FP32 IR at f32 is every row's accuracy reference
-    if json_file is not None:
-        _check_writable(json_file)
     root = output_dir if output_dir is not None else default_root()
+    if json_file is not None:
+        _check_writable(json_file, [*_model_files(root, name), onnx, checkpoint, video])
     settings = {
         "root": str(root),
         "name": name,

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from toolkit.errors import ToolkitError, UsageError
 from toolkit.fsutil import atomic_path
+from toolkit.model.limits import network_size_problem
 
 if TYPE_CHECKING:
     import torch
@@ -65,6 +66,14 @@ def check_input_shape(shape: InputShape) -> InputShape:
             f"input shape: height and width must be positive multiples of {SIZE_MULTIPLE} "
             f"(MODNet has five stride-2 stages); got {h}x{w}"
         )
+    if n != 1:
+        raise UsageError(
+            f"input shape: batch {n} is not supported (every command runs one frame a request "
+            "and verifies at batch 1); use 1,3,H,W"
+        )
+    problem = network_size_problem(h, w)
+    if problem is not None:
+        raise UsageError(f"input shape: {problem}")
     return (n, c, h, w)
 
 

@@ -9,6 +9,7 @@ skipping any file whose recorded recipe matches (unless forced) and verifying th
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import time
@@ -167,6 +168,22 @@ def resolve_precisions(single: Sequence[str] | None, combined: str | None) -> tu
     return tuple(sorted(wanted)) if wanted else CONVERTIBLE
 
 
+#: What ``--model-name`` may be: a folder and file name on every file system, like OMZ's names.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+
+
+def check_model_name(name: str) -> str:
+    """Refuse a ``--model-name`` that is not one plain name of at most 100 characters (it
+    becomes a folder and the IR's file names: ``.``, ``..``, ``a/b``, 10 000 characters and
+    control characters are all refused)."""
+    if not _MODEL_NAME.fullmatch(name) or name.endswith("."):
+        raise UsageError(
+            f"--model-name {name[:60]!r}: unsafe name: use 1-100 letters, digits, '.', '_', '+' or '-', "
+            "starting with a letter or digit and not ending with '.'"
+        )
+    return name
+
+
 def plan_job(
     config: ModelConfig,
     *,
@@ -180,7 +197,7 @@ def plan_job(
     exporter: Exporter = "legacy",
 ) -> ConvertJob:
     """Decide every path and setting for one model; touches nothing on disk."""
-    name = model_name or config.name
+    name = config.name if model_name is None else check_model_name(model_name)
     confined_path(output_dir / "public", name)  # a --model-name may not escape the tree
     ckpt = checkpoint or confined_path(
         download_dir / "public" / config.name, config.checkpoint_file.name

@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from toolkit.download.config import ModelFile
@@ -44,11 +45,18 @@ class DirCache:
     def has(self, checksum: str) -> bool:
         return self.path_for(checksum).is_file()
 
-    def get(self, model_file: ModelFile, dest: Path) -> bool:
+    def get(
+        self,
+        model_file: ModelFile,
+        dest: Path,
+        before_publish: Callable[[Path], None] | None = None,
+    ) -> bool:
         """Copy the entry for ``model_file`` to ``dest`` (atomically) if it is there and right.
 
         Returns False when there is no entry; raises :class:`CacheEntryError` when the entry
-        has the wrong size or hash (nothing is written to ``dest`` then).
+        has the wrong size or hash (nothing is written to ``dest`` then). ``before_publish``
+        is called with the verified copy just before it replaces ``dest`` (the engine sets a
+        user's non-matching file aside there, never earlier).
         """
         entry = self.path_for(model_file.checksum)
         try:
@@ -67,6 +75,8 @@ class DirCache:
                     out.write(chunk)
             if hasher.hexdigest() != model_file.checksum:
                 raise CacheEntryError(f"cached copy {entry} has the wrong sha384")
+            if before_publish is not None:
+                before_publish(tmp)
         return True
 
     def put(self, checksum: str, verified_file: Path) -> None:

@@ -26,7 +26,7 @@ from pydantic import (
     field_validator,
 )
 
-from toolkit.errors import ConfigError, UsageError
+from toolkit.errors import ConfigError, ToolkitError, UsageError
 
 DEFAULT_MODEL = "modnet-webcam-portrait-matting"
 KNOWN_PRECISIONS = frozenset({"FP16", "FP16-INT1", "FP16-INT8", "FP32", "FP32-INT1", "FP32-INT8"})
@@ -217,6 +217,8 @@ def load_config(path: str | os.PathLike[str], name: str | None = None) -> ModelC
     if name is None:
         name = path.parent.name if path.name == "model.yml" else path.stem
     try:
+        if path.is_file() and path.stat().st_size > MAX_TEXT_BYTES:
+            raise ConfigError(f"{path}: more than {MAX_TEXT_BYTES // 1024} KiB, not a model.yml")
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
@@ -275,11 +277,29 @@ def discover(extra_dirs: Sequence[str | os.PathLike[str]] = ()) -> dict[str, Mod
     return {name: load_config(path, name) for name, path in sorted(found.items())}
 
 
-def _read_list_file(path: str | os.PathLike[str]) -> list[str]:
+#: The most a ``--list`` file or a model.yml may hold: both are a few hundred bytes in
+#: practice, and ``--list /dev/zero`` must not read until memory runs out.
+MAX_TEXT_BYTES = 1 << 20
+
+
+def read_bounded_text(path: Path, what: str, error: type[ToolkitError]) -> str:
+    """The UTF-8 text of a small file, refusing more than :data:`MAX_TEXT_BYTES` (a device,
+    a FIFO that never ends, a large binary) with one line naming the file."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_TEXT_BYTES + 1)
     except OSError as exc:
-        raise UsageError(f"cannot read model list {path}: {exc.strerror or exc}") from None
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_TEXT_BYTES:
+        raise error(f"{what} {path}: more than {MAX_TEXT_BYTES // 1024} KiB, not a {what}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{what} {path}: not UTF-8 text") from None
+
+
+def _read_list_file(path: str | os.PathLike[str]) -> list[str]:
+    lines = read_bounded_text(Path(path), "model list", UsageError).splitlines()
     return [ln.split("#", 1)[0].strip() for ln in lines if ln.split("#", 1)[0].strip()]
 
 

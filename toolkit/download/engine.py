@@ -21,6 +21,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from toolkit.download.lock import file_lock
 from toolkit.download.reporters import Reporter
 from toolkit.download.retry import RetryPolicy
 from toolkit.download.sources import NETWORK_ERRORS, Body, FileSource, Timeouts, network_error
+from toolkit.fsutil import atomic_path
 from toolkit.hashing import CHUNK
 
 CHUNK_SIZE = 64 * 1024
@@ -107,6 +109,15 @@ def _publish(partial: Path, dest: Path) -> None:
     with open(partial, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(partial, dest)
+
+
+def _is_prefix(short: Path, full: Path) -> bool:
+    """True when ``short``'s bytes are the start of ``full``'s."""
+    with open(short, "rb") as a, open(full, "rb") as b:
+        for chunk in iter(lambda: a.read(CHUNK), b""):
+            if b.read(len(chunk)) != chunk:
+                return False
+    return True
 
 
 def _unlink(path: Path) -> None:
@@ -192,7 +203,7 @@ class FileJob:
         if not self.settings.force and self.cache is not None:
             self._section(f"Retrieving {dest} from the cache")
             try:
-                if self.cache.get(mf, dest):
+                if self.cache.get(mf, dest, before_publish=self._set_aside_stale):
                     return Outcome.CACHE
                 self._note("not in the cache")
             except CacheEntryError as exc:
@@ -201,9 +212,10 @@ class FileJob:
         if not sources:
             where = "the cache or the mirror" if self.cache is not None else "the mirror"
             hint = "" if self.cache is not None else " (no --cache-dir given)"
+            kept = f"; the non-matching file at {dest} was left in place" if dest.is_file() else ""
             raise DownloadError(
                 f"not available offline: no verified copy at the destination, in {where}"
-                f"{hint}, and --offline forbids the file's own sources"
+                f"{hint}, and --offline forbids the file's own sources{kept}"
             )
         reasons: list[str] = []
         for index, source in enumerate(sources):
@@ -215,28 +227,47 @@ class FileJob:
                 if index + 1 < len(sources):
                     self._note(f"{source.label} failed: {exc}; trying the next source")
                 continue
+            self._set_aside_stale(partial)
             _publish(partial, dest)
             self._cache_put(dest, only_if_missing=False)
             return Outcome.DOWNLOADED
-        if dest.exists() and not verify_file(dest, mf):
-            _unlink(dest)  # only reachable with --force: a verified old file is left alone
+        if dest.is_file() and not verify_file(dest, mf):
+            reasons.append(f"the non-matching file at {dest} was left in place")
         raise DownloadError("; ".join(reasons))
 
     def _prepare_stale_destination(self, dest: Path, partial: Path) -> None:
-        """A file at the destination that is not the right one: it never stays there.
+        """A file at the destination that is not the right one stays until a verified
+        replacement exists (then :meth:`_set_aside_stale` keeps it under another name).
 
         A shorter one is most likely what omz_downloader (which writes in place) left when
-        it was interrupted, so it becomes the partial file and is continued and verified.
+        it was interrupted, so a copy of it becomes the partial file, continued and verified.
         """
-        size = dest.stat().st_size if dest.is_file() else None
-        if size is not None and 0 < size < self.model_file.size and not partial.exists():
-            self._note(f"{dest} is incomplete ({size} bytes); continuing it")
-            os.replace(dest, partial)
-            return
-        self._note(f"{dest} does not match the expected size and sha384; fetching it again")
         if dest.is_dir() and not dest.is_symlink():
             raise DownloadError(f"{dest} is a folder, expected a file")
-        _unlink(dest)
+        size = dest.stat().st_size if dest.is_file() else None
+        if size is not None and 0 < size < self.model_file.size and not partial.exists():
+            self._note(f"{dest} is incomplete ({size} bytes); continuing a copy of it")
+            with atomic_path(partial) as tmp:
+                shutil.copyfile(dest, tmp)
+            return
+        self._note(
+            f"{dest} does not match the expected size and sha384; it stays until a verified "
+            "replacement is found"
+        )
+
+    def _set_aside_stale(self, verified: Path) -> None:
+        """Just before the verified file ``verified`` replaces the destination: keep whatever
+        non-matching file is there under ``<name>.mismatch-<its sha384 prefix>`` and say so.
+
+        Nothing is kept when the old file is the right one (``--force``) or an interrupted
+        copy of it (its bytes are a prefix of the verified file): no data is lost then.
+        """
+        dest = self.dest
+        if not dest.is_file() or verify_file(dest, self.model_file) or _is_prefix(dest, verified):
+            return
+        kept = dest.with_name(f"{dest.name}.mismatch-{_sha384(dest)[:12]}")
+        os.replace(dest, kept)
+        self._note(f"the file that was at {dest} did not match; kept it as {kept}")
 
     def _cache_put(self, path: Path, *, only_if_missing: bool) -> None:
         if self.cache is None:

@@ -27,7 +27,8 @@ class RetryPolicy:
     def backoff(self, failures: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after the ``failures``-th failed attempt (1-based): "equal jitter",
         a uniform draw from the upper half of ``base * 2**(failures-1)`` (capped)."""
-        ceiling = min(self.cap, self.base * (2 ** max(0, failures - 1)))
+        # The exponent is bounded: 2**1099 overflows a float, and the cap is reached by 2**20.
+        ceiling = min(self.cap, self.base * (2 ** min(max(0, failures - 1), 60)))
         draw = (rng or random).uniform(0.5, 1.0)
         return ceiling * draw
 

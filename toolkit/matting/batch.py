@@ -19,6 +19,7 @@ import queue
 import signal
 import threading
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,18 +32,21 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from toolkit.errors import ToolkitError
-from toolkit.fsutil import atomic_path
+from toolkit.errors import ToolkitError, UsageError
+from toolkit.fsutil import FileSet, atomic_path, check_output
 from toolkit.matting.images import DEFAULT_MAX_PIXELS, InputError, InputItem, load_image
 from toolkit.matting.live import LatestFrame, LiveFrame, LiveStats
 from toolkit.matting.marker import mark_encoded
 from toolkit.matting.prepost import (
     Background,
+    NetworkSizeError,
+    NonFiniteMatteError,
     OneFrameDelay,
     composite,
     cutout,
     grey_to_bgr,
     quantize_alpha,
+    require_finite,
     side_by_side,
 )
 from toolkit.matting.session import MattingSession
@@ -91,6 +95,8 @@ class InferOptions:
     max_frames: int | None = None
     jobs: int = 2
     png_compression: int = DEFAULT_PNG_COMPRESSION
+    #: Files no result may be written over besides the inputs (the model, a background image).
+    protected: tuple[Path, ...] = ()
     #: Cameras (and videos read as cameras, at their frame rate): matte the newest frame and
     #: drop those arriving while busy, so the delay stays constant (:mod:`toolkit.matting.live`).
     live: bool = False
@@ -193,26 +199,48 @@ class Plan:
         return self.video_outputs(options)
 
 
-def plan_outputs(items: list[InputItem]) -> list[Plan]:
-    """One unique stem per input: ``photo``, then ``photo-2``, ``photo-3`` for later inputs
-    with the same name (``a/photo.jpg`` and ``b/photo.png`` must not overwrite each other)."""
-    used: dict[str, int] = {}
+def _name_key(name: str) -> str:
+    """How a file system may compare two names: case-insensitively (macOS, Windows) and after
+    Unicode normalisation (macOS stores NFD), so ``Photo.png`` and ``photo.png`` are one name."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def plan_outputs(items: list[InputItem], options: InferOptions | None = None) -> list[Plan]:
+    """One stem per input whose output file names are unique against every name already
+    planned: ``photo``, then ``photo-2``, ``photo-3``... whatever the inputs are called
+    (``a/photo.jpg b/photo.png c/photo-2.jpg`` gives ``photo``, ``photo-2``, ``photo-2-2``),
+    compared as a case-insensitive file system would."""
+    planned: set[str] = set()
+    stems: set[str] = set()
     plans = []
     for item in items:
         if item.kind == "error":
             plans.append(Plan(item, ""))
             continue
         base = item.path.stem if item.path is not None else f"camera{item.camera}"
-        count = used.get(base.lower(), 0) + 1
-        used[base.lower()] = count
-        plans.append(Plan(item, base if count == 1 else f"{base}-{count}"))
+        count = 1
+        while True:
+            plan = Plan(item, base if count == 1 else f"{base}-{count}")
+            names = (
+                {_name_key(p.name) for p in plan.outputs(options).values()}
+                if options is not None
+                else set()
+            )
+            if _name_key(plan.stem) not in stems and not names & planned:
+                break
+            count += 1
+        stems.add(_name_key(plan.stem))
+        planned |= names
+        plans.append(plan)
     return plans
 
 
-def _clobber_error(plan: Plan, options: InferOptions, inputs: set[Path]) -> str | None:
-    for dest in plan.outputs(options).values():
-        if dest.resolve() in inputs:
-            return f"{plan.item.label}: refusing to write {dest}, which is an input file"
+def _clobber_error(plan: Plan, options: InferOptions, inputs: FileSet) -> str | None:
+    for kind, dest in plan.outputs(options).items():
+        try:
+            check_output(dest, "image" if plan.item.kind == "image" else "video", inputs=inputs)
+        except UsageError as exc:
+            return f"{plan.item.label}: {exc} ({kind} result)"
     return None
 
 
@@ -286,13 +314,20 @@ class _BoundedPool:
 # --- writing -----------------------------------------------------------------------------------
 
 
-def _write_image(dest: Path, image: U8Image, png_compression: int) -> None:
-    ext = dest.suffix.lower()
+def encode_image(ext: str, image: U8Image, png_compression: int = DEFAULT_PNG_COMPRESSION) -> bytes:
+    """The bytes ``infer`` writes for ``image`` as ``ext`` (``.png``, ``.jpg``...), marked as
+    this tool's output; the server answers with the same bytes. OSError if OpenCV cannot."""
+    ext = ext.lower()
     ok, encoded = cv2.imencode(ext, image, _png_params(png_compression) if ext == ".png" else [])
     if not ok:
-        raise OSError(f"OpenCV could not encode {dest.name}")
+        raise OSError(f"OpenCV could not encode a {ext} image")
+    return mark_encoded(ext, encoded.tobytes())
+
+
+def _write_image(dest: Path, image: U8Image, png_compression: int) -> None:
+    encoded = encode_image(dest.suffix, image, png_compression)
     with atomic_path(dest) as tmp:  # marked so that folder runs know it for ours
-        tmp.write_bytes(mark_encoded(ext, encoded.tobytes()))
+        tmp.write_bytes(encoded)
 
 
 def write_image_results(
@@ -338,8 +373,10 @@ class Runner:
 
     def run(self, items: list[InputItem]) -> InferSummary:
         started = time.perf_counter()
-        plans = plan_outputs(items)
-        inputs = {i.path.resolve() for i in items if i.path is not None}
+        plans = plan_outputs(items, self.options)
+        inputs = FileSet(
+            [i.path for i in items if i.path is not None] + list(self.options.protected)
+        )
         results: list[ItemResult] = []
         runnable: list[Plan] = []
         for plan in plans:
@@ -391,7 +428,10 @@ class Runner:
                 assert plan.item.path is not None
                 try:
                     frame = load_image(plan.item.path, max_pixels=self.options.max_pixels)
-                except InputError as exc:
+                    self.session.network_size(*frame.shape[:2])  # refuse what would need GBs
+                except (InputError, NetworkSizeError) as exc:
+                    if isinstance(exc, NetworkSizeError):
+                        exc = InputError(f"{plan.item.label}: {exc}")
                     results[index] = ItemResult(plan.item.label, error=str(exc))
                     self.reporter.item_done(results[index])
                     self.reporter.advance()
@@ -399,14 +439,22 @@ class Runner:
                 yield index, frame
 
         def finish(index: int, frame: U8Image, alpha: F32Array) -> ItemResult:
-            result = write_image_results(plans[index], frame, alpha, self.options)
+            try:
+                require_finite(alpha)
+            except NonFiniteMatteError as exc:
+                result = ItemResult(
+                    plans[index].item.label, error=f"{plans[index].item.label}: {exc}"
+                )
+            else:
+                result = write_image_results(plans[index], frame, alpha, self.options)
             results[index] = result
             self.reporter.item_done(result)
             self.reporter.advance()
             return result
 
         try:
-            for index, frame, alpha in self.session.matte_stream(prefetch(decoded(), depth=4)):
+            stream = self.session.matte_stream(prefetch(decoded(), depth=4), check_finite=False)
+            for index, frame, alpha in stream:
                 pool.submit(functools.partial(finish, index, frame, alpha))
         finally:
             pool.shutdown()
@@ -437,7 +485,8 @@ class Runner:
                     result.frames = self._matte_video(plan, reader, frames, stack)
                 result.outputs = list(plan.video_outputs(self.options).values())
         except ToolkitError as exc:
-            result.error = str(exc)
+            text = str(exc)
+            result.error = text if text.startswith(item.label) else f"{item.label}: {text}"
             result.outputs = []
         except OSError as exc:
             result.error = f"{item.label}: cannot write results: {exc.strerror or exc}"
@@ -482,6 +531,7 @@ class Runner:
                 "add --background or --side-by-side"
             )
         width, height = reader.width, reader.height
+        self.session.network_size(height, width)  # before any writer opens
         writers = {
             kind: stack.enter_context(
                 VideoWriter(

@@ -17,10 +17,11 @@ is one :class:`InputError` with a one-line message naming the file.
 from __future__ import annotations
 
 import glob
+import io
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import cv2
 import numpy as np
@@ -93,6 +94,10 @@ class InputError(ToolkitError):
 
 class TooLargeError(InputError):
     """An image (or video frame) over the ``--max-pixels`` limit, refused before decoding."""
+
+
+class NotAnImageError(InputError):
+    """Data in no image format this tool reads."""
 
 
 InputKind = Literal["image", "video", "camera", "error"]
@@ -264,7 +269,7 @@ def expand_inputs(specs: list[str]) -> list[InputItem]:
 # --- decoding ----------------------------------------------------------------------------------
 
 
-def _check_size(path: Path, width: int, height: int, max_pixels: int, min_side: int) -> None:
+def _check_size(path: Path | str, width: int, height: int, max_pixels: int, min_side: int) -> None:
     if width * height > max_pixels:
         raise TooLargeError(
             f"{path}: {width}x{height} is {width * height:,} pixels, over the limit of "
@@ -365,10 +370,26 @@ def load_image(
     """
     path = Path(path)
     _stat_file(path)
+    return _decode(path, str(path), max_pixels, min_side)
+
+
+def decode_image(
+    data: bytes, label: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = MIN_SIDE
+) -> U8Image:
+    """:func:`load_image` for an image held in memory (an upload): the same decoder, the same
+    limits (checked on the header, before decoding), the same conversions; ``label`` names it
+    in errors."""
+    if not data:
+        raise InputError(f"{label}: the image is empty (0 bytes)")
+    return _decode(io.BytesIO(data), label, max_pixels, min_side)
+
+
+def _decode(source: Path | BinaryIO, label: str, max_pixels: int, min_side: int) -> U8Image:
+    """Decode a file or an in-memory image to upright BGR uint8, or raise one InputError."""
     _register_heif()
     try:
-        with Image.open(path) as im:
-            _check_size(path, im.width, im.height, max_pixels, min_side)
+        with Image.open(source) as im:
+            _check_size(label, im.width, im.height, max_pixels, min_side)
             # exif_transpose copies even an upright image: only call it when a tag says so.
             if im.getexif().get(_ORIENTATION, 1) in range(2, 9):
                 return _pillow_to_bgr(ImageOps.exif_transpose(im))
@@ -376,15 +397,15 @@ def load_image(
     except InputError:
         raise
     except UnidentifiedImageError:
-        raise InputError(
-            f"{path}: not an image in a format this tool reads ({_READABLE})"
+        raise NotAnImageError(
+            f"{label}: not an image in a format this tool reads ({_READABLE})"
         ) from None
     except Image.DecompressionBombError as exc:
-        raise InputError(f"{path}: absurd image dimensions ({exc})") from None
+        raise TooLargeError(f"{label}: absurd image dimensions ({exc})") from None
     except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
+        raise InputError(f"{label}: permission denied") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: corrupt or truncated image ({detail})") from None
+        raise InputError(f"{label}: corrupt or truncated image ({detail})") from None
     except MemoryError:
-        raise InputError(f"{path}: not enough memory to decode this image") from None
+        raise InputError(f"{label}: not enough memory to decode this image") from None

@@ -27,7 +27,15 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from toolkit.errors import UsageError
+from toolkit.errors import ToolkitError, UsageError
+
+# The network-size bound lives with the network (convert applies it too); re-exported here,
+# beside the resize rules that produce the sizes it judges.
+from toolkit.model.limits import MAX_NETWORK_PIXELS as MAX_NETWORK_PIXELS
+from toolkit.model.limits import MAX_NETWORK_SIDE as MAX_NETWORK_SIDE
+from toolkit.model.limits import NetworkSizeError as NetworkSizeError
+from toolkit.model.limits import check_network_size as check_network_size
+from toolkit.model.limits import network_size_problem as network_size_problem
 
 ResizeMode = Literal["stretch", "keep-aspect"]
 RESIZE_MODES: tuple[ResizeMode, ...] = ("stretch", "keep-aspect")
@@ -41,6 +49,20 @@ OMZ_BACKGROUND_BGR: tuple[int, int, int] = (155, 255, 120)
 
 U8Image = npt.NDArray[np.uint8]
 F32Array = npt.NDArray[np.float32]
+
+
+class NonFiniteMatteError(ToolkitError):
+    """The network returned NaN or infinity: a broken IR, never a matte to write."""
+
+
+def require_finite(matte: npt.NDArray[np.floating], what: str = "the model") -> None:
+    """Refuse a matte holding NaN or infinity (clipping would turn it into a plausible 0 or 1)."""
+    if not np.isfinite(matte).all():
+        bad = int(np.size(matte) - np.count_nonzero(np.isfinite(matte)))
+        raise NonFiniteMatteError(
+            f"{what} returned {bad} non-finite (NaN or infinite) matte values of "
+            f"{np.size(matte)}: the IR is broken or not a matting network"
+        )
 
 
 def parse_resize(value: str) -> ResizeMode:
@@ -80,10 +102,17 @@ def network_size(
     ``fixed`` is the IR's static spatial size, or None for an IR with dynamic H/W. ``stretch``
     uses the fixed size (512x512 for a dynamic IR, the size OMZ's IR has); ``keep-aspect``
     ignores it (the runtime reshapes the IR).
+    The size is checked against :data:`MAX_NETWORK_PIXELS` (:class:`NetworkSizeError`).
     """
     if mode == "stretch":
-        return fixed if fixed is not None else (REF_SIZE, REF_SIZE)
-    return keep_aspect_size(height, width)
+        size = fixed if fixed is not None else (REF_SIZE, REF_SIZE)
+        check_network_size(*size, hint="the IR's own input size")
+    else:
+        size = keep_aspect_size(height, width)
+        check_network_size(
+            *size, hint=f"the {width}x{height} input under --resize keep-aspect; use stretch"
+        )
+    return size
 
 
 def to_network_input(bgr: U8Image, size: tuple[int, int], mode: ResizeMode) -> F32Array:
@@ -204,7 +233,8 @@ def parse_background(spec: str, load_image: Callable[[Path], U8Image] | None = N
     if re.fullmatch(r"[\d\s]+,[\d\s]+,[\d\s]+", text):
         return Background(color=_parse_triplet(text, "rgb", spec), description=f"rgb {text}")
     path = Path(text)
-    if path.is_file() and load_image is not None:
+    # Without a loader (the server) a client's text is never looked up on disk.
+    if load_image is not None and path.is_file():
         return Background(image=load_image(path), description=str(path))
     raise UsageError(
         f"--background {spec!r}: not a colour (#RRGGBB, R,G,B, bgr:B,G,R, a name such as omz), "
@@ -323,8 +353,8 @@ class OneFrameDelay:
 
 #: Bounds on ``--network-size``: the same limits every network input size is held to (a
 #: 2048x2048 input already needs about 1.3 GB on the CPU plugin).
-MAX_NETWORK_SIDE_PIXELS = 2048 * 2048
-MAX_NETWORK_SIDE_LENGTH = 8192
+MAX_NETWORK_SIDE_PIXELS = MAX_NETWORK_PIXELS  # the one bound of toolkit.model.limits
+MAX_NETWORK_SIDE_LENGTH = MAX_NETWORK_SIDE
 
 
 def parse_network_size(value: str) -> tuple[int, int]:
@@ -348,9 +378,7 @@ def parse_network_size(value: str) -> tuple[int, int]:
             f"--network-size {value}: width and height must be multiples of {SIZE_MULTIPLE} "
             f"(at least {SIZE_MULTIPLE}), e.g. 320x192, 384x384, 512x512"
         )
-    if width * height > MAX_NETWORK_SIDE_PIXELS or max(width, height) > MAX_NETWORK_SIDE_LENGTH:
-        raise UsageError(
-            f"--network-size {value}: larger than the 2048x2048 pixels (longest side "
-            f"{MAX_NETWORK_SIDE_LENGTH}) MODNet is run at here; it was trained at 512"
-        )
+    problem = network_size_problem(height, width)
+    if problem is not None:
+        raise UsageError(f"--network-size {value}: {problem}; it was trained at 512")
     return height, width

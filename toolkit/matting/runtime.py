@@ -24,6 +24,7 @@ import numpy.typing as npt
 import openvino as ov
 
 from toolkit.errors import ToolkitError, UsageError
+from toolkit.matting.prepost import check_network_size
 
 InferencePrecision = Literal["f32", "bf16", "f16"]
 INFERENCE_PRECISIONS: tuple[InferencePrecision, ...] = ("f32", "bf16", "f16")
@@ -39,6 +40,40 @@ K = TypeVar("K")
 
 class ModelError(ToolkitError):
     """The IR cannot be read, is not a MODNet-like matting IR, or cannot be compiled."""
+
+
+def _dim(shape: ov.PartialShape, index: int) -> str:
+    return str(shape[index]) if shape.rank.is_static and index < len(shape) else "?"
+
+
+def matting_signature_problem(model: ov.Model) -> str | None:
+    """What makes ``model`` not a matting network (None when it is one).
+
+    A matting IR has one input N x 3 x H x W (a colour image, float) and one output
+    N x 1 x H x W (the matte) of the same batch and, where both are static, the same H and W.
+    A classifier (N x 1000), a segmenter with C classes, or an IR with extra inputs would
+    otherwise run and produce a "matte" that means nothing.
+    """
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        return (
+            f"expected one image input and one matte output, found {len(model.inputs)} "
+            f"input(s) and {len(model.outputs)} output(s)"
+        )
+    shape_in = model.input(0).get_partial_shape()
+    shape_out = model.output(0).get_partial_shape()
+    if shape_in.rank.is_dynamic or shape_in.rank.get_length() != 4 or _dim(shape_in, 1) != "3":
+        return f"expected an N x 3 x H x W image input, found {shape_in}"
+    if not model.input(0).get_element_type().is_real():
+        return f"expected a floating-point image input, found {model.input(0).get_element_type()}"
+    if shape_out.rank.is_dynamic or shape_out.rank.get_length() != 4 or _dim(shape_out, 1) != "1":
+        return f"expected an N x 1 x H x W matte output, found {shape_out}"
+    for axis, label in ((0, "batch"), (2, "height"), (3, "width")):
+        a, b = shape_in[axis], shape_out[axis]
+        if a.is_static and b.is_static and a.get_length() != b.get_length():
+            return (
+                f"the matte's {label} {b} differs from the input's {a} ({shape_out} vs {shape_in})"
+            )
+    return None
 
 
 _core_lock = threading.Lock()
@@ -268,16 +303,9 @@ class IRModel:
             model = core().read_model(xml)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long texts
             raise ModelError(f"{xml}: cannot read the IR: {_first_line(exc)}") from None
-        if len(model.inputs) != 1 or len(model.outputs) < 1:
-            raise ModelError(
-                f"{xml}: expected one image input and a matte output, found "
-                f"{len(model.inputs)} inputs and {len(model.outputs)} outputs"
-            )
-        shape = model.input(0).get_partial_shape()
-        if shape.rank.is_dynamic or shape.rank.get_length() != 4 or str(shape[1]) != "3":
-            raise ModelError(
-                f"{xml}: expected an N x 3 x H x W image input, found {shape}; is this a MODNet IR?"
-            )
+        problem = matting_signature_problem(model)
+        if problem is not None:
+            raise ModelError(f"{xml}: not a matting IR: {problem}")
         return model
 
     @staticmethod
@@ -315,6 +343,7 @@ class IRModel:
             height, width = size
             if height % 32 or width % 32:
                 raise ModelError(f"input size {width}x{height} is not a multiple of 32")
+            check_network_size(height, width)
             try:
                 if self._static_size(self._model) != size:
                     self._model.reshape({self.input_name: ov.PartialShape([1, 3, height, width])})

@@ -32,6 +32,7 @@ from toolkit.matting.prepost import (
     alpha_to_input_size,
     network_size,
     parse_network_size,
+    require_finite,
     to_network_input,
 )
 from toolkit.matting.runtime import InferencePrecision, IRModel, PerformanceMode
@@ -158,8 +159,14 @@ class MattingSession:
         return to_network_input(bgr, size, self.resize)
 
     @staticmethod
-    def postprocess(raw: F32Array, height: int, width: int) -> F32Array:
-        """The IR's matte -> float32 H x W in [0, 1] at the frame's size."""
+    def postprocess(raw: F32Array, height: int, width: int, *, check: bool = True) -> F32Array:
+        """The IR's matte -> float32 H x W in [0, 1] at the frame's size.
+
+        A matte with NaN or infinity raises :class:`~toolkit.matting.prepost.NonFiniteMatteError`
+        (``check=False`` leaves the test to the caller): clipping would pass it off as 0 or 1.
+        """
+        if check:
+            require_finite(raw)
         return alpha_to_input_size(raw, height, width)
 
     # --- inference -------------------------------------------------------------------------------
@@ -170,13 +177,15 @@ class MattingSession:
         return self.postprocess(raw, bgr.shape[0], bgr.shape[1])
 
     def matte_stream(
-        self, frames: Iterable[tuple[K, U8Image]]
+        self, frames: Iterable[tuple[K, U8Image]], *, check_finite: bool = True
     ) -> Iterator[tuple[K, U8Image, F32Array]]:
         """Matte a stream of (key, frame) with several requests in flight; yield
         (key, frame, alpha) in the input order.
 
         ``frames`` is consumed lazily, so a generator that decodes the next frame overlaps with
         inference. Create the session with ``performance="throughput"`` for best speed.
+        A non-finite matte raises (ending the stream) unless ``check_finite`` is False: then
+        the NaN reaches the caller, which can fail that one frame alone (as ``infer`` does).
         """
         shapes: dict[int, tuple[U8Image, K]] = {}
         counter = 0
@@ -191,4 +200,4 @@ class MattingSession:
 
         for seq, raw in self.model.run_ordered(tensors()):
             frame, key = shapes.pop(seq)
-            yield key, frame, self.postprocess(raw, frame.shape[0], frame.shape[1])
+            yield key, frame, self.postprocess(raw, *frame.shape[:2], check=check_finite)

@@ -2,5 +2,6 @@
 
 Owns everything that touches torch weights. It receives a checkpoint file (downloaded by
 ``toolkit.download`` or the user's own) and hands a validated ``MODNet`` module on to
-``toolkit.convert``. Importing it imports torch, so the inference stages never do.
+``toolkit.convert``. Its torch modules are imported only by the stages that convert; the
+inference stages use only :mod:`toolkit.model.limits` (plain Python, the network's size bound).
 """
