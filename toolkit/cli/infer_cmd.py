@@ -20,7 +20,19 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from toolkit.cli.app import app
-from toolkit.cli.options import DEFAULT_MAX_PIXELS, Device, DownloadDir, MaxPixels, finite
+from toolkit.cli.options import (
+    DEFAULT_MAX_PIXELS,
+    Device,
+    DownloadDir,
+    InferencePrecisionOption,
+    MaxPixels,
+    ModelName,
+    ModelPrecision,
+    ModelRoot,
+    ModelXml,
+    NetworkSize,
+    finite,
+)
 from toolkit.errors import ToolkitError, UsageError
 from toolkit.perf.fastpath import FAST_HELP
 
@@ -195,37 +207,12 @@ def infer(
         Path,
         typer.Option("--output-dir", "-o", help="Where the results are written."),
     ] = Path("."),
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", "-m", help="The IR .xml to run (default: the converted model)."),
-    ] = None,
-    name: Annotated[
-        str,
-        typer.Option("--name", help="Model whose converted IR to use (with --model-root)."),
-    ] = "modnet-webcam-portrait-matting",
-    precision: Annotated[
-        str | None,
-        typer.Option(
-            "--precision", help="Which converted IR: FP32 or FP16 (default: FP32, else FP16)."
-        ),
-    ] = None,
-    model_root: Annotated[
-        Path | None,
-        typer.Option(
-            "--model-root",
-            help="Where `convert` wrote public/<name>/<PREC>/ (its -o; default: --download-dir, "
-            "else $MODNET_TOOLS_HOME, else ./cache).",
-        ),
-    ] = None,
+    model: ModelXml = None,
+    name: ModelName = "modnet-webcam-portrait-matting",
+    precision: ModelPrecision = None,
+    model_root: ModelRoot = None,
     device: Device = "CPU",
-    inference_precision: Annotated[
-        str,
-        typer.Option(
-            "--inference-precision",
-            help="f32 (exact, default), bf16 (about 2x faster on CPUs with bf16, mattes differ "
-            "slightly) or f16.",
-        ),
-    ] = "f32",
+    inference_precision: InferencePrecisionOption = "f32",
     fast: Annotated[bool, typer.Option("--fast", help=FAST_HELP)] = False,
     resize: Annotated[
         str,
@@ -235,16 +222,7 @@ def infer(
             "authors' rule (short side 512, multiples of 32; the IR is reshaped).",
         ),
     ] = "stretch",
-    network_size: Annotated[
-        str | None,
-        typer.Option(
-            "--network-size",
-            metavar="WxH",
-            help="Run the network at this size (multiples of 32, e.g. 320x192 or 256x256) "
-            "instead of the IR's 512x512: several times faster for live video, the matte "
-            "resized back to the frame (`benchmark` shows each size's speed and drift).",
-        ),
-    ] = None,
+    network_size: NetworkSize = None,
     live: Annotated[
         bool,
         typer.Option(
