@@ -158,6 +158,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(serve_root: Path, tmp_path: Path) -> None:
     proc = _cli("--model-root", str(tmp_path), cwd=tmp_path)
     assert_one_line_error(proc, "no converted model")

@@ -20,7 +20,19 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from toolkit.cli.app import app
-from toolkit.cli.options import DEFAULT_MAX_PIXELS, Device, DownloadDir, MaxPixels, finite
+from toolkit.cli.options import (
+    DEFAULT_MAX_PIXELS,
+    Device,
+    DownloadDir,
+    InferencePrecisionOption,
+    MaxPixels,
+    ModelName,
+    ModelPrecision,
+    ModelRoot,
+    ModelXml,
+    NetworkSize,
+    finite,
+)
 from toolkit.errors import ToolkitError, UsageError
 from toolkit.perf.fastpath import FAST_HELP
 
@@ -66,6 +78,8 @@ class _CliReporter:
 
     def item_done(self, result: ItemResult) -> None:
         # While the bar is live, rich redirects stdout and stderr to print above it.
+        for note in result.notes:
+            typer.echo(f"note: {result.label}: {note}", err=True)
         if result.live is not None:
             typer.echo(f"{result.label}: {result.live.summary()}", err=True)
         if result.ok:
@@ -195,37 +209,12 @@ def infer(
         Path,
         typer.Option("--output-dir", "-o", help="Where the results are written."),
     ] = Path("."),
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", "-m", help="The IR .xml to run (default: the converted model)."),
-    ] = None,
-    name: Annotated[
-        str,
-        typer.Option("--name", help="Model whose converted IR to use (with --model-root)."),
-    ] = "modnet-webcam-portrait-matting",
-    precision: Annotated[
-        str | None,
-        typer.Option(
-            "--precision", help="Which converted IR: FP32 or FP16 (default: FP32, else FP16)."
-        ),
-    ] = None,
-    model_root: Annotated[
-        Path | None,
-        typer.Option(
-            "--model-root",
-            help="Where `convert` wrote public/<name>/<PREC>/ (its -o; default: --download-dir, "
-            "else $MODNET_TOOLS_HOME, else ./cache).",
-        ),
-    ] = None,
+    model: ModelXml = None,
+    name: ModelName = "modnet-webcam-portrait-matting",
+    precision: ModelPrecision = None,
+    model_root: ModelRoot = None,
     device: Device = "CPU",
-    inference_precision: Annotated[
-        str,
-        typer.Option(
-            "--inference-precision",
-            help="f32 (exact, default), bf16 (about 2x faster on CPUs with bf16, mattes differ "
-            "slightly) or f16.",
-        ),
-    ] = "f32",
+    inference_precision: InferencePrecisionOption = "f32",
     fast: Annotated[bool, typer.Option("--fast", help=FAST_HELP)] = False,
     max_drift: Annotated[
         str,
@@ -244,16 +233,7 @@ def infer(
             "authors' rule (short side 512, multiples of 32; the IR is reshaped).",
         ),
     ] = "stretch",
-    network_size: Annotated[
-        str | None,
-        typer.Option(
-            "--network-size",
-            metavar="WxH",
-            help="Run the network at this size (multiples of 32, e.g. 320x192 or 256x256) "
-            "instead of the IR's 512x512: several times faster for live video, the matte "
-            "resized back to the frame (`benchmark` shows each size's speed and drift).",
-        ),
-    ] = None,
+    network_size: NetworkSize = None,
     live: Annotated[
         bool,
         typer.Option(
@@ -289,6 +269,51 @@ def infer(
             help="Do not write the <stem>_alpha matte (e.g. only the composite, as OMZ's demo; "
             "for video this saves a whole second encode).",
         ),
+    ] = False,
+    background_fit: Annotated[
+        str,
+        typer.Option(
+            "--background-fit",
+            help="How an image or video background fits the frame: cover (fill, crop the "
+            "overflow; default), contain (whole, black bars) or stretch (OMZ's demo).",
+        ),
+    ] = "cover",
+    video_codec: Annotated[
+        str,
+        typer.Option(
+            "--video-codec",
+            help="Video outputs: h264 (default; browsers, phones), hevc, vp9 or ffv1 (lossless).",
+        ),
+    ] = "h264",
+    crf: Annotated[
+        int | None,
+        typer.Option(
+            "--crf",
+            help="Video quality, lower is better (default: h264 18, hevc 20, vp9 30).",
+            show_default=False,
+        ),
+    ] = None,
+    video_ext: Annotated[
+        str | None,
+        typer.Option(
+            "--video-ext",
+            help="Container of video outputs: mp4, mkv, mov or webm (default: the input's "
+            "when it holds the codec, else the codec's usual one).",
+            show_default=False,
+        ),
+    ] = None,
+    rgba_video: Annotated[
+        str | None,
+        typer.Option(
+            "--rgba-video",
+            help="Also write the transparent cut-out of a video: webm (VP9 with alpha), mov "
+            "(ProRes 4444) or png (a <stem>_rgba folder of PNG frames).",
+            show_default=False,
+        ),
+    ] = None,
+    no_audio: Annotated[
+        bool,
+        typer.Option("--no-audio", help="Video outputs without the input's audio."),
     ] = False,
     ofd: Annotated[
         bool,
@@ -364,10 +389,22 @@ def infer(
     from PIL import Image
 
     from toolkit.matting.batch import InferOptions, run_infer
-    from toolkit.matting.images import expand, load_image
-    from toolkit.matting.prepost import parse_background, parse_network_size, parse_resize
+    from toolkit.matting.images import classify_file, expand, load_image
+    from toolkit.matting.prepost import (
+        parse_background,
+        parse_fit,
+        parse_network_size,
+        parse_resize,
+    )
     from toolkit.matting.runtime import parse_precision
     from toolkit.matting.session import MattingSession
+    from toolkit.matting.video import open_clip
+    from toolkit.matting.videowriter import (
+        RGBA_VIDEO_CHOICES,
+        check_crf,
+        container_extension,
+        parse_codec,
+    )
 
     mode = parse_resize(resize)
     hint = parse_precision(inference_precision)
@@ -380,6 +417,13 @@ def infer(
         raise UsageError("--no-alpha with --no-rgba leaves nothing to write: add --background")
     if not 0.0 < ofd_tolerance < 1.0:
         raise UsageError(f"--ofd-tolerance must be between 0 and 1, not {ofd_tolerance}")
+    codec = parse_codec(video_codec)
+    check_crf(codec, crf)
+    container_extension(codec, video_ext, None)  # an unknown or unfit --video-ext: usage error
+    if rgba_video is not None and rgba_video.lower() not in RGBA_VIDEO_CHOICES:
+        choices = ", ".join(RGBA_VIDEO_CHOICES)
+        raise UsageError(f"--rgba-video must be one of {choices}, not {rgba_video!r}")
+    fit = parse_fit(background_fit)
     # Our --max-pixels replaces Pillow's own bomb guard (which would warn or refuse first),
     # and OpenCV's warnings ("can't open camera by index") would duplicate our one-line errors.
     Image.MAX_IMAGE_PIXELS = None
@@ -388,7 +432,14 @@ def infer(
     # corrupt video; read when OpenCV first opens a video, so setting it here is in time.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     bg = (
-        parse_background(background, lambda p: load_image(p, max_pixels=max_pixels))
+        parse_background(
+            background,
+            lambda p: load_image(p, max_pixels=max_pixels),
+            fit=fit,
+            load_clip=lambda p: (
+                open_clip(p, max_pixels=max_pixels) if classify_file(p) == "video" else None
+            ),
+        )
         if background is not None
         else None
     )
@@ -443,6 +494,11 @@ def infer(
         max_frames=max_frames,
         jobs=jobs,
         png_compression=png_compression,
+        video_codec=codec.name,
+        crf=crf,
+        video_ext=video_ext,
+        rgba_video=rgba_video.lower() if rgba_video is not None else None,
+        audio=not no_audio,
         protected=_protected_files(session.xml, background, checkpoint, onnx),
         live=live,
     )

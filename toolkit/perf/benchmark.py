@@ -473,11 +473,9 @@ def _fit(image: U8Image, size: tuple[int, int]) -> U8Image:
 
 
 def _video_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    try:
-        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    finally:
-        cap.release()
+    from toolkit.matting.video import probe_frame_count
+
+    return probe_frame_count(path)
 
 
 def _measure_drift(
