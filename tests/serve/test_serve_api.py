@@ -246,3 +246,23 @@ def test_live_websocket_answers_each_frame(
         assert "output must be one of" in json.loads(ws.recv(timeout=10))["error"]
         ws.send(jpeg)  # still serving this socket
         assert isinstance(ws.recv(timeout=60), bytes)
+
+
+@pytest.mark.slow
+def test_live_socket_outlives_the_request_deadline(
+    server: ServerProcess, infer_outputs: dict[str, Path]
+) -> None:
+    """The header deadline (3 s here) is for HTTP requests; an upgraded WebSocket in use stays."""
+    import time
+
+    from websockets.sync.client import connect
+
+    jpeg = infer_outputs["jpg"].read_bytes()
+    with connect(server.url.replace("http://", "ws://") + "/v1/live", max_size=2**24) as ws:
+        ws.send(json.dumps({"output": "alpha", "format": "png"}))
+        assert json.loads(ws.recv(timeout=10))["ok"]
+        started = time.monotonic()
+        while time.monotonic() - started < 8:
+            ws.send(jpeg)
+            assert isinstance(ws.recv(timeout=60), bytes)
+            time.sleep(1)
