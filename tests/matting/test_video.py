@@ -114,9 +114,19 @@ def test_max_pixels_refuses_before_decoding(tmp_path: Path) -> None:
         VideoReader(source, max_pixels=10_000)
 
 
-@pytest.mark.parametrize(("ext", "codec"), [(".mp4", "aac"), (".mkv", "aac"), (".webm", "opus")])
-def test_audio_is_copied_or_reencoded_at_full_length(tmp_path: Path, ext: str, codec: str) -> None:
-    source = make_video(tmp_path / "a.mp4", VFR_MS, MS, 96, 64)
+@pytest.mark.parametrize(
+    ("source_audio", "ext", "codec"),
+    [
+        ("aac", ".mp4", "aac"),  # copied
+        ("aac", ".mkv", "aac"),
+        ("aac", ".webm", "opus"),  # WebM holds Opus and Vorbis only
+        ("pcm_s16le", ".mp4", "aac"),  # PCM: MOV's, not MP4's
+    ],
+)
+def test_audio_is_copied_or_reencoded_at_full_length(
+    tmp_path: Path, source_audio: str, ext: str, codec: str
+) -> None:
+    source = make_video(tmp_path / "a.mov", VFR_MS, MS, 96, 64, audio=source_audio)
     _transcode(source, tmp_path / f"out{ext}", "vp9" if ext == ".webm" else "h264")
     got_codec, got = audio_seconds(tmp_path / f"out{ext}")
     _, expected = audio_seconds(source)
