@@ -248,6 +248,7 @@ def test_live_websocket_answers_each_frame(
         assert isinstance(ws.recv(timeout=60), bytes)
 
 
+@pytest.mark.slow
 def test_live_socket_outlives_the_request_deadline(
     server: ServerProcess, infer_outputs: dict[str, Path]
 ) -> None:

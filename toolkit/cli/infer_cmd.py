@@ -20,7 +20,19 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from toolkit.cli.app import app
-from toolkit.cli.options import DEFAULT_MAX_PIXELS, Device, DownloadDir, MaxPixels, finite
+from toolkit.cli.options import (
+    DEFAULT_MAX_PIXELS,
+    Device,
+    DownloadDir,
+    InferencePrecisionOption,
+    MaxPixels,
+    ModelName,
+    ModelPrecision,
+    ModelRoot,
+    ModelXml,
+    NetworkSize,
+    finite,
+)
 from toolkit.errors import ToolkitError, UsageError
 from toolkit.perf.fastpath import FAST_HELP
 
@@ -70,7 +82,9 @@ class _CliReporter:
             typer.echo(f"note: {result.label}: {note}", err=True)
         if result.live is not None:
             typer.echo(f"{result.label}: {result.live.summary()}", err=True)
-        if result.ok:
+        if result.skipped:
+            typer.echo(f"{result.label}: skipped, outputs present and whole")
+        elif result.ok:
             typer.echo(f"{result.label} -> {', '.join(str(p) for p in result.outputs)}")
         else:
             self.failures.append(result.error or "failed")
@@ -197,38 +211,22 @@ def infer(
         Path,
         typer.Option("--output-dir", "-o", help="Where the results are written."),
     ] = Path("."),
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", "-m", help="The IR .xml to run (default: the converted model)."),
-    ] = None,
-    name: Annotated[
-        str,
-        typer.Option("--name", help="Model whose converted IR to use (with --model-root)."),
-    ] = "modnet-webcam-portrait-matting",
-    precision: Annotated[
-        str | None,
-        typer.Option(
-            "--precision", help="Which converted IR: FP32 or FP16 (default: FP32, else FP16)."
-        ),
-    ] = None,
-    model_root: Annotated[
-        Path | None,
-        typer.Option(
-            "--model-root",
-            help="Where `convert` wrote public/<name>/<PREC>/ (its -o; default: --download-dir, "
-            "else $MODNET_TOOLS_HOME, else ./cache).",
-        ),
-    ] = None,
+    model: ModelXml = None,
+    name: ModelName = "modnet-webcam-portrait-matting",
+    precision: ModelPrecision = None,
+    model_root: ModelRoot = None,
     device: Device = "CPU",
-    inference_precision: Annotated[
+    inference_precision: InferencePrecisionOption = "f32",
+    fast: Annotated[bool, typer.Option("--fast", help=FAST_HELP)] = False,
+    max_drift: Annotated[
         str,
         typer.Option(
-            "--inference-precision",
-            help="f32 (exact, default), bf16 (about 2x faster on CPUs with bf16, mattes differ "
-            "slightly) or f16.",
+            "--max-drift",
+            metavar="D",
+            help="--fast's budget: mean |matte difference| from the FP32 IR at f32 (0..1; "
+            "1/255 default; 0.004 or 1/255 or 0.4%).",
         ),
-    ] = "f32",
-    fast: Annotated[bool, typer.Option("--fast", help=FAST_HELP)] = False,
+    ] = "1/255",
     resize: Annotated[
         str,
         typer.Option(
@@ -237,16 +235,7 @@ def infer(
             "authors' rule (short side 512, multiples of 32; the IR is reshaped).",
         ),
     ] = "stretch",
-    network_size: Annotated[
-        str | None,
-        typer.Option(
-            "--network-size",
-            metavar="WxH",
-            help="Run the network at this size (multiples of 32, e.g. 320x192 or 256x256) "
-            "instead of the IR's 512x512: several times faster for live video, the matte "
-            "resized back to the frame (`benchmark` shows each size's speed and drift).",
-        ),
-    ] = None,
+    network_size: NetworkSize = None,
     live: Annotated[
         bool,
         typer.Option(
@@ -394,6 +383,36 @@ def infer(
         Path | None,
         typer.Option("--onnx", help="--verify: the exported ONNX (default: convert's)."),
     ] = None,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(
+            "--skip-existing",
+            help="Skip inputs whose outputs are all present and whole (continue an "
+            "interrupted run); locally and with --ray.",
+        ),
+    ] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="[ADDRESS]",
+            help="Run on a Ray cluster: auto, HOST:PORT, ray://HOST:PORT, or nothing for a "
+            "local cluster. Inputs, outputs and the IR must be at the same paths on every node.",
+            show_default=False,
+        ),
+    ] = None,
+    ray_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--ray-workers",
+            min=1,
+            help="--ray: image workers (default: as many as the cluster's CPUs allow).",
+        ),
+    ] = None,
+    ray_cpus: Annotated[
+        int,
+        typer.Option("--ray-cpus", min=1, help="--ray: CPUs each worker reserves and uses."),
+    ] = 1,
 ) -> None:
     """Cut out people: writes <stem>_alpha.png (8-bit matte at the input's size) and
     <stem>_rgba.png per image, <stem>_composite.<ext> with --background; for a video,
@@ -462,14 +481,33 @@ def infer(
     expansion = expand(_option_like(inputs))
     items = expansion.items
     many = len(items) > 1 or any(i.kind in ("video", "camera") for i in items)
-    if fast:  # what "fast" means is measured and kept in toolkit/perf/fastpath.py
-        from toolkit.perf.fastpath import fast_choice
+    if fast:  # chosen on this CPU, by measurement, within the budget: toolkit/perf/fastpath.py
+        from toolkit.paths import default_root
+        from toolkit.perf.budget import Budget, parse_drift
+        from toolkit.perf.fastpath import check_fast_options, choose_fast
 
-        model, hint = fast_choice(
-            model, name, precision, inference_precision, model_root or download_dir
+        check_fast_options(precision, inference_precision)
+        budget = Budget(parse_drift(max_drift, "--max-drift"))
+        choice = choose_fast(
+            model_root or download_dir or default_root(),
+            name,
+            model=model,
+            device=device,
+            budget=budget,
+            progress=lambda text: typer.echo(text, err=True),
         )
+        typer.echo(choice.describe(), err=True)
+        model, hint = choice.xml, choice.precision
     # convert writes under its -o, which defaults to its -d: mirror that here.
     xml = _resolve_model(model, name, precision, model_root or download_dir)
+    if ray is not None:
+        from toolkit.cluster.connect import check_address
+
+        check_address(ray)
+        if live:
+            raise UsageError("--live mattes frames as a camera delivers them, here: drop --ray")
+    # Cheap: the IR is read and checked here, compiled on first use (on a cluster, by each
+    # worker; this one is then used only by --verify).
     session = MattingSession.from_xml(
         xml,
         device=device,
@@ -496,6 +534,7 @@ def infer(
         max_frames=max_frames,
         jobs=jobs,
         png_compression=png_compression,
+        skip_existing=skip_existing,
         video_codec=codec.name,
         crf=crf,
         video_ext=video_ext,
@@ -505,14 +544,31 @@ def infer(
         live=live,
     )
     reporter = _CliReporter(show_progress=sys.stderr.isatty(), live=live)
-    summary = run_infer(session, items, options, reporter)
+    if ray is not None:
+        from toolkit.cluster.runner import ClusterOptions, run_on_ray
+        from toolkit.cluster.workers import SessionSpec
+
+        spec = SessionSpec(
+            xml,
+            device=device,
+            precision=hint,
+            resize=mode,
+            requests=requests,
+            network_size=net_size,
+        )
+        cluster = ClusterOptions(address=ray, workers=ray_workers, cpus=ray_cpus)
+        summary = run_on_ray(items, options, spec, cluster, reporter)
+    else:
+        summary = run_infer(session, items, options, reporter)
     failed = summary.failed
     if len(summary.results) == 1 and failed:
         raise typer.Exit(1)  # its one error line is already printed
     seconds = max(summary.seconds, 1e-9)
+    skipped = len(summary.skipped)
     typer.echo(
         f"{summary.frames} frames from {len(summary.results)} inputs in {seconds:.1f} s "
-        f"({summary.frames / seconds:.2f} frames/s) -> {output_dir}",
+        f"({summary.frames / seconds:.2f} frames/s) -> {output_dir}"
+        + (f" ({skipped} skipped: already done)" if skipped else ""),
         err=True,
     )
     if expansion.skipped:
