@@ -137,6 +137,8 @@ def test_page_static_files_and_info(server: ServerProcess) -> None:
     for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):
         r = httpx.get(f"{server.url}/static/{name}")
         assert r.status_code == 200 and kind in r.headers["content-type"], name
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert httpx.get(f"{server.url}/v1/nothing").headers["x-content-type-options"] == "nosniff"
     info = httpx.get(f"{server.url}/v1/info").json()
     assert info["model"] == MODEL and info["input"] == [1, 3, 512, 512]
     assert info["token_required"] is False
