@@ -216,6 +216,15 @@ def infer(
     device: Device = "CPU",
     inference_precision: InferencePrecisionOption = "f32",
     fast: Annotated[bool, typer.Option("--fast", help=FAST_HELP)] = False,
+    max_drift: Annotated[
+        str,
+        typer.Option(
+            "--max-drift",
+            metavar="D",
+            help="--fast's budget: mean |matte difference| from the FP32 IR at f32 (0..1; "
+            "1/255 default; 0.004 or 1/255 or 0.4%).",
+        ),
+    ] = "1/255",
     resize: Annotated[
         str,
         typer.Option(
@@ -440,12 +449,23 @@ def infer(
     expansion = expand(_option_like(inputs))
     items = expansion.items
     many = len(items) > 1 or any(i.kind in ("video", "camera") for i in items)
-    if fast:  # what "fast" means is measured and kept in toolkit/perf/fastpath.py
-        from toolkit.perf.fastpath import fast_choice
+    if fast:  # chosen on this CPU, by measurement, within the budget: toolkit/perf/fastpath.py
+        from toolkit.paths import default_root
+        from toolkit.perf.budget import Budget, parse_drift
+        from toolkit.perf.fastpath import check_fast_options, choose_fast
 
-        model, hint = fast_choice(
-            model, name, precision, inference_precision, model_root or download_dir
+        check_fast_options(precision, inference_precision)
+        budget = Budget(parse_drift(max_drift, "--max-drift"))
+        choice = choose_fast(
+            model_root or download_dir or default_root(),
+            name,
+            model=model,
+            device=device,
+            budget=budget,
+            progress=lambda text: typer.echo(text, err=True),
         )
+        typer.echo(choice.describe(), err=True)
+        model, hint = choice.xml, choice.precision
     # convert writes under its -o, which defaults to its -d: mirror that here.
     xml = _resolve_model(model, name, precision, model_root or download_dir)
     session = MattingSession.from_xml(

@@ -138,11 +138,21 @@ def serve(
     net_size = parse_network_size(network_size) if network_size is not None else None
     perf_mode: PerformanceMode = "throughput" if performance == "throughput" else "latency"
     root = model_root or download_dir
-    if fast:  # what "fast" means is measured and kept in toolkit/perf/fastpath.py
-        from toolkit.perf.fastpath import FAST_MODE, fast_choice
+    if fast:  # chosen on this CPU, by measurement, within the budget: toolkit/perf/fastpath.py
+        from toolkit.paths import default_root
+        from toolkit.perf.fastpath import check_fast_options, choose_fast
 
-        model, hint = fast_choice(model, name, precision, inference_precision, root)
-        perf_mode = FAST_MODE.performance
+        check_fast_options(precision, inference_precision)
+        choice = choose_fast(
+            root or default_root(),
+            name,
+            model=model,
+            device=device,
+            progress=lambda text: typer.echo(text, err=True),
+        )
+        typer.echo(choice.describe(), err=True)
+        model, hint = choice.xml, choice.precision
+        perf_mode = "throughput"
     xml = _resolve_model(model, name, precision, root)
     secret = token if token is not None else os.environ.get(TOKEN_ENV) or None
     if secret is not None and (not secret.strip() or any(c.isspace() for c in secret)):

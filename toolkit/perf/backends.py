@@ -145,6 +145,7 @@ class OpenVINOCandidate(Candidate):
         )
         self._queue = ov.AsyncInferQueue(self._compiled, requests)
         self.row.config = {
+            **self.row.config,
             "INFERENCE_PRECISION_HINT": self.precision,
             "input": "u8 NHWC" if self.u8_input else "f32 NCHW",
             "throughput": {

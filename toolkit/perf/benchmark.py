@@ -45,6 +45,7 @@ from toolkit.perf.backends import (
     VideoCandidate,
     make_video,
 )
+from toolkit.perf.budget import Budget
 from toolkit.perf.report import (
     GFLOP_PER_FRAME,
     VIDEO_SIZE,
@@ -117,6 +118,7 @@ def plan(
     video: Path | None = None,
     device: str = "CPU",
     network_sizes: Sequence[tuple[int, int]] = (),
+    fast_budget: Budget | None = None,
 ) -> Plan:
     """The candidates for model ``name`` under ``root`` (``convert``'s output dir); with
     ``video``, the end-to-end runs of ``infer`` on it (default path and fast mode). ``explore``
@@ -167,45 +169,27 @@ def plan(
             )
         )
     if fast:
-        from toolkit.matting.runtime import effective_precision
-        from toolkit.perf.fastpath import FAST_MODE, FastModeUnavailable, fast_model
+        from toolkit.perf.fastpath import FastModeUnavailable, choose_fast
 
-        fast_hint, _ = effective_precision(FAST_MODE.inference_precision, device)
         try:
-            xml = fast_model(root, name)
+            # Chosen on this CPU, by measurement, within the default budget: what infer runs.
+            choice = choose_fast(root, name, device=device, budget=fast_budget)
             row = Row(
                 "fast",
-                "infer --fast",
+                f"infer --fast: {choice.label}",
                 "openvino",
-                FAST_MODE.model_precision,
-                fast_hint,
-                str(xml),
+                _ir_folder(choice.xml),
+                choice.precision,
+                str(choice.xml),
             )
+            row.config = {"choice": choice.to_json()}
             candidates.append(
-                OpenVINOCandidate(
-                    row,
-                    xml,
-                    precision=fast_hint,
-                    device=device,
-                    throughput_config=FAST_MODE.throughput_config(),
-                    requests=FAST_MODE.requests,
-                    u8_input=FAST_MODE.u8_input,
-                )
+                OpenVINOCandidate(row, choice.xml, precision=choice.precision, device=device)
             )
             if explore:
-                candidates.extend(_explore(xml, fast_hint, device))
+                candidates.extend(_explore(choice.xml, choice.precision, device))
         except FastModeUnavailable as exc:
-            skipped.append(
-                Row(
-                    "fast",
-                    "infer --fast",
-                    "openvino",
-                    FAST_MODE.model_precision,
-                    FAST_MODE.inference_precision,
-                    "",
-                    skipped=str(exc),
-                )
-            )
+            skipped.append(_skip("fast", "infer --fast", str(exc)))
     onnx_path = onnx if onnx is not None else _find_onnx(root, name)
     if onnxruntime:
         label = "ONNX Runtime"
@@ -286,6 +270,11 @@ def _explore(xml: Path, precision: str, device: str) -> list[Candidate]:
     return out
 
 
+def _ir_folder(xml: Path) -> str:
+    """``FP32``, ``FP16-INT8``...: the precision folder an IR sits in."""
+    return xml.parent.name
+
+
 def _static_size(xml: Path) -> tuple[int, int]:
     """The IR's static (H, W); 512x512 for an IR with dynamic height and width."""
     from toolkit.matting.runtime import core
@@ -337,12 +326,18 @@ def _video_candidates(
     ]
     fast = next((c for c in candidates if c.row.key == "fast"), None)
     if fast is not None:
-        from toolkit.perf.fastpath import fast_session
-
         xml = Path(fast.row.path)
-        setups.append(
-            ("fast", "infer --fast -b omz", "fast", lambda: fast_session(xml, device=device))
-        )
+        hint = fast.row.precision
+
+        def fast_video_session() -> Any:
+            return MattingSession.from_xml(
+                xml,
+                device=device,
+                precision=hint,  # type: ignore[arg-type]
+                performance="throughput",
+            )
+
+        setups.append(("fast", "infer --fast -b omz", "fast", fast_video_session))
     out = []
     for key, label, raw_key, make in setups:
         for alpha in (False, True):
