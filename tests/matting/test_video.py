@@ -14,7 +14,9 @@ import pytest
 from tests.matting.fixtures import write_video
 from tests.matting.media import VFR_MS, astronaut_frames, audio_seconds, make_video, probe
 from toolkit.errors import UsageError
+from toolkit.matting.camera import CameraReader
 from toolkit.matting.images import InputError
+from toolkit.matting.prepost import parse_background
 from toolkit.matting.video import VideoReader, open_clip
 from toolkit.matting.videowriter import (
     CODECS,
@@ -271,6 +273,7 @@ def test_codec_container_and_crf_rules() -> None:
     assert container_extension(h264, None, Path("a.avi")) == ".mp4"  # avi: not written
     assert container_extension(h264, None, Path("a.webm")) == ".mp4"  # webm cannot hold h264
     assert container_extension(vp9, None, Path("a.webm")) == ".webm"
+    assert container_extension(vp9, None, Path("a.avi")) == ".mp4"  # else MP4, as asked
     assert container_extension(ffv1, None, None) == ".mkv"
     assert container_extension(h264, "MKV", None) == ".mkv"
     assert check_crf(h264, None) == 18 and check_crf(vp9, 40) == 40
@@ -283,3 +286,22 @@ def test_codec_container_and_crf_rules() -> None:
     ):
         with pytest.raises(UsageError):
             call()
+
+
+def test_a_missing_camera_is_one_clear_line() -> None:
+    with pytest.raises(InputError, match="camera 57: cannot open this camera"):
+        CameraReader(57)
+
+
+def test_a_video_background_behind_a_still_image_is_its_first_frame(tmp_path: Path) -> None:
+    frames = [np.full((60, 80, 3), c, np.uint8) for c in (40, 120, 200)]
+    clip = make_video(
+        tmp_path / "bg.mp4", (0, 1, 2), Fraction(1, 10), 80, 60, audio=None, frames=frames
+    )
+    background = parse_background(str(clip), load_clip=open_clip)
+    rendered = background.render(np.zeros((30, 40, 3), np.uint8))
+    assert rendered.shape == (30, 40, 3) and abs(float(rendered.mean()) - 40) < 3
+    player = background.player()  # a stream sees the clip play, then loop
+    means = [float(player.render(rendered, t).mean()) for t in (0.0, 0.1, 0.2, 0.3, 0.45)]
+    player.close()
+    assert [round(m / 40) for m in means] == [1, 3, 5, 1, 3]

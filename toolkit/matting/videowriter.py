@@ -94,7 +94,7 @@ CODECS: Mapping[str, VideoCodec] = MappingProxyType(
             matte_options=_frozen(tune="psnr"),
         ),
         "vp9": VideoCodec(
-            "vp9", "libvpx-vp9", "yuv420p", None, 30, 63, (".webm", ".mkv", ".mp4"),
+            "vp9", "libvpx-vp9", "yuv420p", None, 30, 63, (".mp4", ".webm", ".mkv"),
             _frozen(deadline="realtime", **{"cpu-used": "8", "row-mt": "1"}),
         ),
         "ffv1": VideoCodec("ffv1", "ffv1", "bgr0", None, None, 0, (".mkv",), _frozen(level="3")),
@@ -152,7 +152,7 @@ def check_crf(codec: VideoCodec, crf: int | None) -> int | None:
 
 def container_extension(codec: VideoCodec, requested: str | None, source: Path | None) -> str:
     """The output extension: ``requested`` (``--video-ext``) if it holds the codec, else the
-    source's own when it does, else the codec's usual container."""
+    source's own when it does, else the codec's first (MP4 for all but FFV1)."""
     if requested is not None:
         ext = "." + requested.lower().lstrip(".")
         if ext not in CONTAINERS:
