@@ -243,3 +243,24 @@ def test_an_unmarked_result_is_skipped_only_beside_its_source(
     found = expand([str(tmp_path)])
     assert [Path(i.label).name for i in found.items] == ["clip.jpg", "dark_side.jpg"]
     assert [p.name for p in found.skipped] == ["clip_side.jpg"]
+
+
+def test_a_video_result_is_recognised_by_its_mark_wherever_it_is(
+    run_cli: RunCli, infer_model: InferModel, sample_photo: Path, tmp_path: Path
+) -> None:
+    base = cv2.imread(str(sample_photo), cv2.IMREAD_COLOR)
+    (tmp_path / "in").mkdir()
+    clip = write_video(tmp_path / "in" / "walk_side.avi", portrait_frames(base, 3, 96, 64))
+    first = run_cli("infer", "-m", infer_model.xml, clip.parent, "-o", tmp_path / "out")
+    assert first.returncode == 0, first.stderr  # "walk_side" is a name, not an output
+    (result,) = (tmp_path / "out").iterdir()
+    assert result.name == "walk_side_alpha.mp4" and has_mark(result)
+    moved = tmp_path / "elsewhere" / result.name
+    moved.parent.mkdir()
+    result.rename(moved)
+    again = run_cli("infer", "-m", infer_model.xml, moved.parent, "-o", tmp_path / "o2")
+    assert again.returncode == 1
+    assert (
+        f"error: {moved.parent}: no images or videos found (only 1 of this tool's outputs, skipped)"
+        in again.stderr
+    )
