@@ -291,7 +291,10 @@ def infer(
         int | None,
         typer.Option(
             "--crf",
-            help="Video quality, lower is better (default: h264 18, hevc 20, vp9 30).",
+            min=0,
+            max=63,
+            help="Video quality, lower is better (default: h264 18, hevc 20, vp9 30; "
+            "h264/hevc 0-51, vp9 0-63).",
             show_default=False,
         ),
     ] = None,
