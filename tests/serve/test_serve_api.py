@@ -140,7 +140,7 @@ def test_page_static_files_and_info(server: ServerProcess) -> None:
     assert page.headers["x-content-type-options"] == "nosniff"
     assert httpx.get(f"{server.url}/v1/nothing").headers["x-content-type-options"] == "nosniff"
     schema = httpx.get(f"{server.url}/openapi.json").json()
-    assert "/v1/matte" in schema["paths"] and f"/v2/models/{{model}}/infer" in schema["paths"]
+    assert "/v1/matte" in schema["paths"] and "/v2/models/{model}/infer" in schema["paths"]
     info = httpx.get(f"{server.url}/v1/info").json()
     assert info["model"] == MODEL and info["input"] == [1, 3, 512, 512]
     assert info["token_required"] is False
