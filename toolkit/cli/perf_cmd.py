@@ -322,7 +322,7 @@ def benchmark(
     )
 
     _check_name(name)
-    irs = list(dict.fromkeys(precision or IR_PRECISIONS))
+    irs = list(dict.fromkeys(p.strip().upper() for p in (precision or IR_PRECISIONS)))
     for p in irs:
         if p not in IR_PRECISIONS:
             raise UsageError(f"--precision must be one of {', '.join(IR_PRECISIONS)}, not {p!r}")
