@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import RunCli
 from tests.helpers import assert_one_line_error
 from tests.matting.fixtures import InferModel, portrait_frames, write_video
+from tests.matting.media import frame_times, probe
 from toolkit.matting.batch import InferOptions, run_infer
 from toolkit.matting.images import expand_inputs
 from toolkit.matting.prepost import parse_background
@@ -112,22 +113,18 @@ def test_video_in_video_out_same_frames_and_size(
     assert len(source_frames) == 8
     session = MattingSession.from_xml(infer_model.xml)
     for name, width in (
-        ("clip_alpha.avi", 320),
-        ("clip_composite.avi", 320),
-        ("clip_side.avi", 640),
+        ("clip_alpha.mp4", 320),  # .avi in, H.264 in .mp4 out
+        ("clip_composite.mp4", 320),
+        ("clip_side.mp4", 640),
     ):
-        cap = cv2.VideoCapture(str(out / name))
-        frames = []
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            frames.append(frame)
-        assert len(frames) == 8, name
-        assert all(f.shape == (192, width, 3) for f in frames), name
-        if name == "clip_alpha.avi":  # frame 3's matte, through MJPG's loss
+        got = probe(out / name, gray=name == "clip_alpha.mp4")
+        matte = name == "clip_alpha.mp4"  # full range (0..255 as it is): FFmpeg says yuvj420p
+        assert (got.codec, got.pix_fmt) == ("h264", "yuvj420p" if matte else "yuv420p"), name
+        assert len(got.images) == 8, name
+        assert all(f.shape[:2] == (192, width) for f in got.images), name
+        if name == "clip_alpha.mp4":  # frame 3's matte (MJPG's decode differs a little)
             expected = session.matte(source_frames[3]) * 255
-            assert np.abs(frames[3][..., 0].astype(np.float64) - expected).mean() < 3
+            assert np.abs(got.images[3].astype(np.float64) - expected).mean() < 3
 
 
 def test_a_bad_input_fails_alone_and_the_run_exits_1(
@@ -178,7 +175,7 @@ def test_missing_model_says_to_download_and_convert(
     run_cli: RunCli, sample_photo: Path, tmp_path: Path
 ) -> None:
     proc = run_cli("infer", sample_photo, "--model-root", tmp_path / "nothing")
-    assert_one_line_error(proc, "run `modnet-tools download` and `modnet-tools convert` first")
+    assert_one_line_error(proc, "`modnet-tools download` then `modnet-tools convert`", "--model")
     proc = run_cli("infer", sample_photo, "--model", tmp_path / "none.xml")
     assert_one_line_error(proc, "none.xml: no such file", "modnet-tools convert")
 
@@ -264,18 +261,14 @@ def test_no_alpha_writes_only_the_other_results(
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == [
         "astronaut_composite.png",
-        "clip_composite.avi",
+        "clip_composite.mp4",
     ]
     proc = run_cli("infer", sample_photo, sample_video, "-o", ref, *common)  # same session mode
     assert proc.returncode == 0, proc.stderr
     assert np.array_equal(
         _read(out / "astronaut_composite.png"), _read(ref / "astronaut_composite.png")
     )
-    cap = cv2.VideoCapture(str(out / "clip_composite.avi"))
-    frames = 0
-    while cap.grab():
-        frames += 1
-    assert frames == 8
+    assert len(frame_times(out / "clip_composite.mp4")) == 8
 
     # A video with nothing left to write fails alone; the photo still gets its cut-out.
     lone = tmp_path / "lone"
@@ -362,13 +355,7 @@ def test_ofd_video_keeps_frame_count_and_smooths_flicker(
             infer_session, expand_inputs([str(clip)]), InferOptions(output_dir=out, ofd=ofd)
         )
         assert not summary.failed and summary.frames == 6
-        cap = cv2.VideoCapture(str(out / "flash_alpha.avi"))
-        got = []
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            got.append(frame[..., 0].astype(np.float64))
+        got = [f.astype(np.float64) for f in probe(out / "flash_alpha.mp4", gray=True).images]
         assert len(got) == 6
         results[ofd] = got
     # Frames 0-2 and 4-5 are the same with and without OFD except where OFD fixed them.

@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import RunCli
 from tests.matting.fixtures import InferModel, write_video
+from tests.matting.media import probe
 from toolkit.matting.live import LatestFrame
 from toolkit.matting.session import MattingSession
 
@@ -46,15 +47,7 @@ def _index_of(frame: npt.NDArray[np.uint8]) -> int:
 
 
 def _read(path: Path) -> list[npt.NDArray[np.uint8]]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
+    return probe(path).images
 
 
 def test_latest_frame_drops_what_arrives_while_busy_and_keeps_order() -> None:
@@ -95,8 +88,8 @@ def test_live_video_read_as_a_camera_drops_frames_in_order_with_bounded_latency(
     matted, arrived, dropped, median, worst = map(int, match.groups())
     assert arrived == 90 and matted + dropped == 90
     assert dropped > 0 and matted >= 2  # the source is faster than the network
-    side = _read(out / "live_side.avi")
-    assert len(side) == matted == len(_read(out / "live_composite.avi"))
+    side = _read(out / "live_side.mp4")
+    assert len(side) == matted == len(_read(out / "live_composite.mp4"))
     indices = [_index_of(frame[:, :320]) for frame in side]
     assert indices == sorted(indices) and len(set(indices)) == len(indices)  # nothing out of order
     assert indices[-1] == 89  # the last frame the camera gave is matted

@@ -59,7 +59,6 @@ def test_every_candidate_is_measured_side_by_side(perf_model, perf_int8) -> None
 
 def test_openvino_rows_record_the_configuration_they_ran(perf_model, perf_int8) -> None:  # type: ignore[no-untyped-def]
     from toolkit.perf.benchmark import plan, run_benchmark
-    from toolkit.perf.fastpath import FAST_MODE
 
     bench = plan(
         perf_model.root,
@@ -75,8 +74,9 @@ def test_openvino_rows_record_the_configuration_they_ran(perf_model, perf_int8) 
     tput = rows["ov-FP32-f32"].config["throughput"]
     assert tput["PERFORMANCE_HINT"] == "THROUGHPUT" and int(tput["requests"]) >= 1
     fast = rows["fast"].config
-    assert fast["INFERENCE_PRECISION_HINT"] == FAST_MODE.inference_precision
-    assert fast["input"] == ("u8 NHWC" if FAST_MODE.u8_input else "f32 NCHW")
+    choice = fast["choice"]  # what choose_fast measured and picked, kept with the row
+    assert fast["INFERENCE_PRECISION_HINT"] == choice["precision"] == rows["fast"].precision
+    assert rows["fast"].label == f"infer --fast: {choice['label']}"
 
 
 def test_missing_pieces_are_skipped_with_a_reason(perf_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -88,9 +88,16 @@ def test_missing_pieces_are_skipped_with_a_reason(perf_model, tmp_path: Path) ->
     shutil.copytree(perf_model.fp32.parent, root / "public" / perf_model.name / "FP32")
     bench = plan(root, perf_model.name)
     skipped = {row.key: row.skipped for row in bench.skipped}
-    assert "quantize" in skipped["fast"]
     assert "ONNX" in skipped["ort"] and "checkpoint" in skipped["pytorch"]
-    assert [c.row.key for c in bench.candidates] == [f"ov-FP32-{h}" for h in HINTS]
+    # Without an INT8 IR, --fast still has a choice: the FP32 IR at bf16 where the CPU has
+    # bf16 and it fits the budget, else the FP32 IR at f32 itself.
+    assert [c.row.key for c in bench.candidates] == [f"ov-FP32-{h}" for h in HINTS] + ["fast"]
+    fast = bench.candidates[-1].row
+    assert fast.model == "FP32" and fast.precision in HINTS
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(Exception, match="modnet-tools convert"):
+        plan(empty, perf_model.name)
 
 
 @pytest.mark.parametrize("caps", ["avx2", "avx2,avx512,vnni,bf16,amx"])

@@ -9,45 +9,79 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.helpers import assert_one_line_error
-
 pytest.importorskip("nncf")
 
 
-def test_fast_choice_picks_the_int8_ir_and_its_precision(perf_model, perf_int8) -> None:  # type: ignore[no-untyped-def]
-    from toolkit.perf.fastpath import FAST_MODE, fast_choice
+@pytest.mark.parametrize("caps", [None, "avx2"], ids=["this-cpu", "avx2-only"])
+def test_fast_choice_measures_what_this_cpu_runs_and_keeps_the_budget(
+    perf_model, perf_int8, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caps: str | None
+) -> None:  # type: ignore[no-untyped-def]
+    """The candidates are what the CPU runs natively (bf16 only with bf16), each is measured,
+    and the winner is within the budget; a budget only f32 meets gives the FP32 IR at f32."""
+    from toolkit.matting.runtime import CAPS_ENV, cpu_capabilities
+    from toolkit.perf.budget import Budget
+    from toolkit.perf.fastpath import BASELINE_LABEL, choose_fast
 
-    xml, hint = fast_choice(None, perf_model.name, None, "f32", perf_model.root)
-    assert xml == perf_int8.xml and hint == FAST_MODE.inference_precision
-    given, _ = fast_choice(perf_model.fp32, perf_model.name, None, "f32", perf_model.root)
-    assert given == perf_model.fp32  # --model still wins
+    if caps:
+        monkeypatch.setenv(CAPS_ENV, caps)
+    root = tmp_path / "root"
+    shutil.copytree(perf_model.root / "public", root / "public")
+    fp32 = root / "public" / perf_model.name / "FP32" / perf_model.fp32.name
+    has_bf16 = cpu_capabilities().bf16
+    loose = choose_fast(root, perf_model.name, budget=Budget(0.2, 0.9))
+    labels = [m["label"] for m in loose.measured]
+    expected = [BASELINE_LABEL] + ["FP32 IR at bf16"] * has_bf16 + ["INT8 IR at f32"]
+    expected += ["INT8 IR at bf16"] * has_bf16
+    assert labels == expected
+    assert all(m["fps"] > 0 for m in loose.measured)
+    assert loose.measured[0]["drift_mean"] == 0  # the baseline is the reference itself
+    within = [m for m in loose.measured if m["within_budget"]]
+    best = max(within, key=lambda m: m["fps"])
+    # The fastest within the budget, unless none beats the baseline.
+    assert loose.label in (best["label"], BASELINE_LABEL)
+    assert "--fast:" in loose.describe()
+    if not has_bf16:
+        assert loose.precision == "f32"
+    # A budget nothing but exact f32 meets: the baseline, said in one line.
+    strict = choose_fast(root, perf_model.name, budget=Budget(1e-9, 1e-9), use_cache=False)
+    assert strict.label == BASELINE_LABEL and strict.xml == fp32
+    assert strict.precision == "f32" and "nothing is faster" in strict.describe()
+    # Kept beside the model: the next call does not measure again.
+    again = choose_fast(root, perf_model.name, budget=Budget(0.2, 0.9))
+    assert again.cached and again.label == loose.label
+    assert (root / "public" / perf_model.name / "fast-choice.json").is_file()
 
 
-def test_fast_choice_refuses_contradicting_options(perf_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_fast_options_that_contradict_it_are_refused(perf_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from toolkit.errors import UsageError
-    from toolkit.perf.fastpath import FastModeUnavailable, fast_choice
+    from toolkit.perf.fastpath import FastModeUnavailable, check_fast_options, choose_fast
 
     with pytest.raises(UsageError, match="--precision"):
-        fast_choice(None, perf_model.name, "FP32", "f32", perf_model.root)
+        check_fast_options("FP32", "f32")
     with pytest.raises(UsageError, match="--inference-precision"):
-        fast_choice(None, perf_model.name, None, "bf16", perf_model.root)
-    with pytest.raises(FastModeUnavailable, match="modnet-tools quantize"):
-        fast_choice(None, perf_model.name, None, "f32", tmp_path)
+        check_fast_options(None, "bf16")
+    with pytest.raises(FastModeUnavailable, match="modnet-tools convert"):
+        choose_fast(tmp_path, perf_model.name)
 
 
-def test_fast_session_mattes_close_to_the_fp32_ir(perf_model, perf_int8) -> None:  # type: ignore[no-untyped-def]
+def test_fast_session_runs_the_choice(perf_model, perf_int8, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from toolkit.matting.session import MattingSession
+    from toolkit.perf.budget import Budget
     from toolkit.perf.calibration import holdout_set
-    from toolkit.perf.fastpath import FAST_MODE, fast_session
+    from toolkit.perf.fastpath import fast_session
 
-    fast = fast_session(perf_int8.xml)
-    assert fast.model.precision == FAST_MODE.inference_precision
+    root = tmp_path / "root"
+    shutil.copytree(perf_model.root / "public", root / "public")
+    fast, choice = fast_session(
+        root, perf_model.name, budget=Budget(0.2, 0.9), network_size=(96, 160)
+    )
+    assert fast.model.precision == choice.precision and fast.xml == choice.xml
+    assert fast.network_size(200, 200) == (96, 160)
     exact = MattingSession.from_xml(perf_model.fp32)
     image = holdout_set(1, size=200)[0]
     a, b = fast.matte(image), exact.matte(image)
     assert a.shape == b.shape == (200, 200)
-    diff = np.abs(a - b)
-    assert 0 < float(diff.mean()) < 0.05  # INT8 differs, but it is the same matte
+    assert float(np.abs(a - b).mean()) < 0.2  # the same matte, within the loose budget
 
 
 def test_u8_nhwc_input_gives_the_same_matte(perf_model) -> None:  # type: ignore[no-untyped-def]
@@ -67,35 +101,47 @@ def test_u8_nhwc_input_gives_the_same_matte(perf_model) -> None:  # type: ignore
     assert np.abs(a - b).max() < 1e-5
 
 
-def test_infer_fast_writes_the_same_outputs_as_infer(
+def test_infer_fast_says_what_it_chose_and_writes_the_same_outputs(
     run_cli, perf_model, perf_int8, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     from toolkit.perf.calibration import holdout_set
 
+    root = tmp_path / "root"
+    shutil.copytree(perf_model.root / "public", root / "public")
     photo = tmp_path / "person.png"
     cv2.imwrite(str(photo), holdout_set(1, size=256)[0])
     fast = run_cli(
-        "infer", photo, "--fast", "--model-root", perf_model.root, "-o", tmp_path / "fast"
-    )
+        "infer", photo, "--fast", "--model-root", root, "-o", tmp_path / "fast",
+        "--max-drift", "0.2",
+    )  # fmt: skip
     assert fast.returncode == 0, fast.stderr
-    exact = run_cli("infer", photo, "--model-root", perf_model.root, "-o", tmp_path / "exact")
+    lines = [line for line in fast.stderr.splitlines() if line.startswith("--fast:")]
+    assert len(lines) == 1 and ("x the FP32 IR" in lines[0] or "nothing is faster" in lines[0])
+    exact = run_cli("infer", photo, "--model-root", root, "-o", tmp_path / "exact")
     assert exact.returncode == 0, exact.stderr
     a = cv2.imread(str(tmp_path / "fast" / "person_alpha.png"), cv2.IMREAD_GRAYSCALE)
     b = cv2.imread(str(tmp_path / "exact" / "person_alpha.png"), cv2.IMREAD_GRAYSCALE)
     assert a.shape == b.shape == (256, 256)
     assert (tmp_path / "fast" / "person_rgba.png").is_file()
-    assert 0 < np.abs(a.astype(int) - b.astype(int)).mean() < 0.05 * 255
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 0.2 * 255
 
 
-def test_infer_fast_without_the_int8_ir_says_to_quantize(
+def test_infer_fast_on_an_avx2_cpu_without_an_int8_ir_runs_f32_and_says_so(
     run_cli, perf_model, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
+    from toolkit.matting.runtime import CAPS_ENV
+
     root = tmp_path / "root"
     shutil.copytree(perf_model.fp32.parent, root / "public" / perf_model.name / "FP32")
     photo = tmp_path / "p.png"
     cv2.imwrite(str(photo), np.full((64, 64, 3), 128, np.uint8))
-    result = run_cli("infer", photo, "--fast", "--model-root", root, "-o", tmp_path / "out")
-    assert_one_line_error(result, "modnet-tools quantize")
+    result = run_cli(
+        "infer", photo, "--fast", "--model-root", root, "-o", tmp_path / "out",
+        env={CAPS_ENV: "avx2"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("--fast:")]
+    assert len(lines) == 1 and "nothing is faster" in lines[0] and "quantize" in lines[0]
 
 
 def test_infer_fast_with_precision_is_a_usage_error(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -110,4 +156,4 @@ def test_infer_help_states_the_fast_modes_accuracy_cost(run_cli) -> None:  # typ
     result = run_cli("infer", "--help")
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
-    assert "--fast" in text and "mean" in text and "max" in text
+    assert "--fast" in text and "budget" in text and "1/255" in text

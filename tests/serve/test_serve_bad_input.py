@@ -164,6 +164,13 @@ def test_multipart_without_a_file_field(server: ServerProcess) -> None:
         timeout=60,
     )
     _error(r, 400, "'file'")
+    two = [("file", ("a.png", PHOTO)), ("file", ("b.png", PHOTO))]
+    _error(httpx.post(f"{server.url}/v1/matte", files=two, timeout=60), 400, "too many files")
+    fields = {f"f{i}": "x" for i in range(20)}
+    r = httpx.post(
+        f"{server.url}/v1/matte", data=fields, files={"file": ("a.png", PHOTO)}, timeout=60
+    )
+    _error(r, 400, "too many fields")
     bad = b'--xyz\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc'  # never closed
     r = httpx.post(
         f"{server.url}/v1/matte",
@@ -423,4 +430,20 @@ def test_pixel_limit_is_the_servers(server: ServerProcess) -> None:
         timeout=60,
     )
     _error(r, 413, "4,000,000")
+    _still_serving(server)
+
+
+def test_connections_without_headers_are_closed(server: ServerProcess) -> None:
+    """Slow headers (a slowloris): silent or half-sent headers are dropped after the request
+    deadline (3 s here), and the server serves others meanwhile."""
+    socks = [_raw(server) for _ in range(3)]
+    socks[1].sendall(b"POST /v1/matte HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    socks[2].sendall(b"GET / HTTP/1.1\r\n")
+    _still_serving(server)
+    for sock in socks:
+        sock.settimeout(30)
+        started = time.monotonic()
+        assert sock.recv(100) == b""  # closed by the server, nothing sent
+        assert time.monotonic() - started < 25
+        sock.close()
     _still_serving(server)

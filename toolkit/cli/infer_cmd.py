@@ -14,14 +14,27 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from toolkit.cli.app import app
-from toolkit.cli.options import DEFAULT_MAX_PIXELS, Device, DownloadDir, MaxPixels, finite
-from toolkit.errors import ToolkitError, UsageError
+from toolkit.cli.options import (
+    DEFAULT_MAX_PIXELS,
+    Device,
+    DownloadDir,
+    InferencePrecisionOption,
+    MaxPixels,
+    ModelName,
+    ModelPrecision,
+    ModelRoot,
+    ModelXml,
+    NetworkSize,
+    finite,
+)
+from toolkit.errors import ToolkitError, UsageError, redact
 from toolkit.perf.fastpath import FAST_HELP
 
 if TYPE_CHECKING:
@@ -66,13 +79,18 @@ class _CliReporter:
 
     def item_done(self, result: ItemResult) -> None:
         # While the bar is live, rich redirects stdout and stderr to print above it.
+        for note in result.notes:
+            typer.echo(f"note: {result.label}: {note}", err=True)
         if result.live is not None:
             typer.echo(f"{result.label}: {result.live.summary()}", err=True)
-        if result.ok:
-            typer.echo(f"{result.label} -> {', '.join(str(p) for p in result.outputs)}")
+        if result.skipped:
+            typer.echo(redact(f"{result.label}: skipped, outputs present and whole"))
+        elif result.ok:
+            written = ", ".join(str(p) for p in result.outputs)
+            typer.echo(redact(f"{result.label} -> {written}"))
         else:
             self.failures.append(result.error or "failed")
-            typer.echo(f"error: {result.error or 'failed'}", err=True)
+            typer.echo(redact(f"error: {result.error or 'failed'}"), err=True)
 
     def finish(self, summary: InferSummary) -> None:
         if self._progress is not None:
@@ -102,7 +120,12 @@ def _resolve_model(
                 "`modnet-tools convert` first, or pass the path of an existing .xml)"
             )
         return model
-    return find_ir(model_root if model_root is not None else default_root(), name, precision)
+    return find_ir(
+        model_root if model_root is not None else default_root(),
+        name,
+        precision,
+        how="--model path/to/<name>.xml, or --model-root DIR (the folder `convert -o` wrote)",
+    )
 
 
 def _verify(
@@ -195,38 +218,22 @@ def infer(
         Path,
         typer.Option("--output-dir", "-o", help="Where the results are written."),
     ] = Path("."),
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", "-m", help="The IR .xml to run (default: the converted model)."),
-    ] = None,
-    name: Annotated[
-        str,
-        typer.Option("--name", help="Model whose converted IR to use (with --model-root)."),
-    ] = "modnet-webcam-portrait-matting",
-    precision: Annotated[
-        str | None,
-        typer.Option(
-            "--precision", help="Which converted IR: FP32 or FP16 (default: FP32, else FP16)."
-        ),
-    ] = None,
-    model_root: Annotated[
-        Path | None,
-        typer.Option(
-            "--model-root",
-            help="Where `convert` wrote public/<name>/<PREC>/ (its -o; default: --download-dir, "
-            "else $MODNET_TOOLS_HOME, else ./cache).",
-        ),
-    ] = None,
+    model: ModelXml = None,
+    name: ModelName = "modnet-webcam-portrait-matting",
+    precision: ModelPrecision = None,
+    model_root: ModelRoot = None,
     device: Device = "CPU",
-    inference_precision: Annotated[
+    inference_precision: InferencePrecisionOption = "f32",
+    fast: Annotated[bool, typer.Option("--fast", help=FAST_HELP)] = False,
+    max_drift: Annotated[
         str,
         typer.Option(
-            "--inference-precision",
-            help="f32 (exact, default), bf16 (about 2x faster on CPUs with bf16, mattes differ "
-            "slightly) or f16.",
+            "--max-drift",
+            metavar="D",
+            help="--fast's budget: mean |matte difference| from the FP32 IR at f32 (0..1; "
+            "1/255 default; 0.004 or 1/255 or 0.4%).",
         ),
-    ] = "f32",
-    fast: Annotated[bool, typer.Option("--fast", help=FAST_HELP)] = False,
+    ] = "1/255",
     resize: Annotated[
         str,
         typer.Option(
@@ -235,16 +242,7 @@ def infer(
             "authors' rule (short side 512, multiples of 32; the IR is reshaped).",
         ),
     ] = "stretch",
-    network_size: Annotated[
-        str | None,
-        typer.Option(
-            "--network-size",
-            metavar="WxH",
-            help="Run the network at this size (multiples of 32, e.g. 320x192 or 256x256) "
-            "instead of the IR's 512x512: several times faster for live video, the matte "
-            "resized back to the frame (`benchmark` shows each size's speed and drift).",
-        ),
-    ] = None,
+    network_size: NetworkSize = None,
     live: Annotated[
         bool,
         typer.Option(
@@ -280,6 +278,51 @@ def infer(
             help="Do not write the <stem>_alpha matte (e.g. only the composite, as OMZ's demo; "
             "for video this saves a whole second encode).",
         ),
+    ] = False,
+    background_fit: Annotated[
+        str,
+        typer.Option(
+            "--background-fit",
+            help="How an image or video background fits the frame: cover (fill, crop the "
+            "overflow; default), contain (whole, black bars) or stretch (OMZ's demo).",
+        ),
+    ] = "cover",
+    video_codec: Annotated[
+        str,
+        typer.Option(
+            "--video-codec",
+            help="Video outputs: h264 (default; browsers, phones), hevc, vp9 or ffv1 (lossless).",
+        ),
+    ] = "h264",
+    crf: Annotated[
+        int | None,
+        typer.Option(
+            "--crf",
+            help="Video quality, lower is better (default: h264 18, hevc 20, vp9 30).",
+            show_default=False,
+        ),
+    ] = None,
+    video_ext: Annotated[
+        str | None,
+        typer.Option(
+            "--video-ext",
+            help="Container of video outputs: mp4, mkv, mov or webm (default: the input's "
+            "when it holds the codec, else the codec's usual one).",
+            show_default=False,
+        ),
+    ] = None,
+    rgba_video: Annotated[
+        str | None,
+        typer.Option(
+            "--rgba-video",
+            help="Also write the transparent cut-out of a video: webm (VP9 with alpha), mov "
+            "(ProRes 4444) or png (a <stem>_rgba folder of PNG frames).",
+            show_default=False,
+        ),
+    ] = None,
+    no_audio: Annotated[
+        bool,
+        typer.Option("--no-audio", help="Video outputs without the input's audio."),
     ] = False,
     ofd: Annotated[
         bool,
@@ -347,6 +390,36 @@ def infer(
         Path | None,
         typer.Option("--onnx", help="--verify: the exported ONNX (default: convert's)."),
     ] = None,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(
+            "--skip-existing",
+            help="Skip inputs whose outputs are all present and whole (continue an "
+            "interrupted run); locally and with --ray.",
+        ),
+    ] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="[ADDRESS]",
+            help="Run on a Ray cluster: auto, HOST:PORT, ray://HOST:PORT, or nothing for a "
+            "local cluster. Inputs, outputs and the IR must be at the same paths on every node.",
+            show_default=False,
+        ),
+    ] = None,
+    ray_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--ray-workers",
+            min=1,
+            help="--ray: image workers (default: as many as the cluster's CPUs allow).",
+        ),
+    ] = None,
+    ray_cpus: Annotated[
+        int,
+        typer.Option("--ray-cpus", min=1, help="--ray: CPUs each worker reserves and uses."),
+    ] = 1,
 ) -> None:
     """Cut out people: writes <stem>_alpha.png (8-bit matte at the input's size) and
     <stem>_rgba.png per image, <stem>_composite.<ext> with --background; for a video,
@@ -355,10 +428,22 @@ def infer(
     from PIL import Image
 
     from toolkit.matting.batch import InferOptions, run_infer
-    from toolkit.matting.images import expand, load_image
-    from toolkit.matting.prepost import parse_background, parse_network_size, parse_resize
+    from toolkit.matting.images import classify_file, expand, load_image
+    from toolkit.matting.prepost import (
+        parse_background,
+        parse_fit,
+        parse_network_size,
+        parse_resize,
+    )
     from toolkit.matting.runtime import parse_precision
-    from toolkit.matting.session import MattingSession
+    from toolkit.matting.session import MattingSession, RandomWeightsWarning
+    from toolkit.matting.video import open_clip
+    from toolkit.matting.videowriter import (
+        RGBA_VIDEO_CHOICES,
+        check_crf,
+        container_extension,
+        parse_codec,
+    )
 
     mode = parse_resize(resize)
     hint = parse_precision(inference_precision)
@@ -371,6 +456,13 @@ def infer(
         raise UsageError("--no-alpha with --no-rgba leaves nothing to write: add --background")
     if not 0.0 < ofd_tolerance < 1.0:
         raise UsageError(f"--ofd-tolerance must be between 0 and 1, not {ofd_tolerance}")
+    codec = parse_codec(video_codec)
+    check_crf(codec, crf)
+    container_extension(codec, video_ext, None)  # an unknown or unfit --video-ext: usage error
+    if rgba_video is not None and rgba_video.lower() not in RGBA_VIDEO_CHOICES:
+        choices = ", ".join(RGBA_VIDEO_CHOICES)
+        raise UsageError(f"--rgba-video must be one of {choices}, not {rgba_video!r}")
+    fit = parse_fit(background_fit)
     # Our --max-pixels replaces Pillow's own bomb guard (which would warn or refuse first),
     # and OpenCV's warnings ("can't open camera by index") would duplicate our one-line errors.
     Image.MAX_IMAGE_PIXELS = None
@@ -379,7 +471,14 @@ def infer(
     # corrupt video; read when OpenCV first opens a video, so setting it here is in time.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     bg = (
-        parse_background(background, lambda p: load_image(p, max_pixels=max_pixels))
+        parse_background(
+            background,
+            lambda p: load_image(p, max_pixels=max_pixels),
+            fit=fit,
+            load_clip=lambda p: (
+                open_clip(p, max_pixels=max_pixels) if classify_file(p) == "video" else None
+            ),
+        )
         if background is not None
         else None
     )
@@ -389,25 +488,48 @@ def infer(
     expansion = expand(_option_like(inputs))
     items = expansion.items
     many = len(items) > 1 or any(i.kind in ("video", "camera") for i in items)
-    if fast:  # what "fast" means is measured and kept in toolkit/perf/fastpath.py
-        from toolkit.perf.fastpath import fast_choice
+    if fast:  # chosen on this CPU, by measurement, within the budget: toolkit/perf/fastpath.py
+        from toolkit.paths import default_root
+        from toolkit.perf.budget import Budget, parse_drift
+        from toolkit.perf.fastpath import check_fast_options, choose_fast
 
-        model, hint = fast_choice(
-            model, name, precision, inference_precision, model_root or download_dir
+        check_fast_options(precision, inference_precision)
+        budget = Budget(parse_drift(max_drift, "--max-drift"))
+        choice = choose_fast(
+            model_root or download_dir or default_root(),
+            name,
+            model=model,
+            device=device,
+            budget=budget,
+            progress=lambda text: typer.echo(text, err=True),
         )
+        typer.echo(choice.describe(), err=True)
+        model, hint = choice.xml, choice.precision
     # convert writes under its -o, which defaults to its -d: mirror that here.
     xml = _resolve_model(model, name, precision, model_root or download_dir)
-    session = MattingSession.from_xml(
-        xml,
-        device=device,
-        precision=hint,
-        resize=mode,
-        performance="throughput" if many and not live else "latency",
-        requests=requests,
-        network_size=net_size,
-    )
+    if ray is not None:
+        from toolkit.cluster.connect import check_address
+
+        check_address(ray)
+        if live:
+            raise UsageError("--live mattes frames as a camera delivers them, here: drop --ray")
+    # Cheap: the IR is read and checked here, compiled on first use (on a cluster, by each
+    # worker; this one is then used only by --verify).
+    with warnings.catch_warnings():  # said once below, as one line, not as a Python warning
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        session = MattingSession.from_xml(
+            xml,
+            device=device,
+            precision=hint,
+            resize=mode,
+            performance="throughput" if many and not live else "latency",
+            requests=requests,
+            network_size=net_size,
+        )
     if session.model.precision_note:
         typer.echo(f"note: {session.model.precision_note}", err=True)
+    if session.weights_warning is not None:
+        typer.echo(f"warning: {session.weights_warning}", err=True)
     if verify:
         _verify(session, inputs, name, checkpoint, download_dir, model_root, onnx, max_pixels)
 
@@ -423,18 +545,41 @@ def infer(
         max_frames=max_frames,
         jobs=jobs,
         png_compression=png_compression,
+        skip_existing=skip_existing,
+        video_codec=codec.name,
+        crf=crf,
+        video_ext=video_ext,
+        rgba_video=rgba_video.lower() if rgba_video is not None else None,
+        audio=not no_audio,
         protected=_protected_files(session.xml, background, checkpoint, onnx),
         live=live,
     )
     reporter = _CliReporter(show_progress=sys.stderr.isatty(), live=live)
-    summary = run_infer(session, items, options, reporter)
+    if ray is not None:
+        from toolkit.cluster.runner import ClusterOptions, run_on_ray
+        from toolkit.cluster.workers import SessionSpec
+
+        spec = SessionSpec(
+            xml,
+            device=device,
+            precision=hint,
+            resize=mode,
+            requests=requests,
+            network_size=net_size,
+        )
+        cluster = ClusterOptions(address=ray, workers=ray_workers, cpus=ray_cpus)
+        summary = run_on_ray(items, options, spec, cluster, reporter)
+    else:
+        summary = run_infer(session, items, options, reporter)
     failed = summary.failed
     if len(summary.results) == 1 and failed:
         raise typer.Exit(1)  # its one error line is already printed
     seconds = max(summary.seconds, 1e-9)
+    skipped = len(summary.skipped)
     typer.echo(
         f"{summary.frames} frames from {len(summary.results)} inputs in {seconds:.1f} s "
-        f"({summary.frames / seconds:.2f} frames/s) -> {output_dir}",
+        f"({summary.frames / seconds:.2f} frames/s) -> {output_dir}"
+        + (f" ({skipped} skipped: already done)" if skipped else ""),
         err=True,
     )
     if expansion.skipped:

@@ -77,3 +77,47 @@ def finite(value: float | None) -> float | None:
     if value is not None and not math.isfinite(value):
         raise typer.BadParameter(f"must be a finite number, not {value}")
     return value
+
+
+# --- which converted model to run: infer and serve find it alike ---------------------------------
+
+ModelXml = Annotated[
+    Path | None,
+    typer.Option("--model", "-m", help="The IR .xml to run (default: the converted model)."),
+]
+ModelName = Annotated[
+    str,
+    typer.Option("--name", help="Model whose converted IR to use (with --model-root)."),
+]
+ModelPrecision = Annotated[
+    str | None,
+    typer.Option(
+        "--precision", help="Which converted IR: FP32 or FP16 (default: FP32, else FP16)."
+    ),
+]
+ModelRoot = Annotated[
+    Path | None,
+    typer.Option(
+        "--model-root",
+        help="Where `convert` wrote public/<name>/<PREC>/ (its -o; default: --download-dir, "
+        "else $MODNET_TOOLS_HOME, else ./cache).",
+    ),
+]
+InferencePrecisionOption = Annotated[
+    str,
+    typer.Option(
+        "--inference-precision",
+        help="f32 (exact, default), bf16 (about 2x faster on CPUs with bf16, mattes differ "
+        "slightly) or f16.",
+    ),
+]
+NetworkSize = Annotated[
+    str | None,
+    typer.Option(
+        "--network-size",
+        metavar="WxH",
+        help="Run the network at this size (multiples of 32, e.g. 320x192 or 256x256) "
+        "instead of the IR's 512x512: several times faster for live video, the matte "
+        "resized back to the frame (`benchmark` shows each size's speed and drift).",
+    ),
+]

@@ -69,15 +69,33 @@ def quantize(
             "--subset-size", metavar="N", min=1, max=10_000, help="Calibration images used."
         ),
     ] = 64,
-    ignore: Annotated[
+    max_drift: Annotated[
         str,
+        typer.Option(
+            "--max-drift",
+            metavar="D",
+            help="Accuracy budget: the mean |matte difference| from the FP32 IR at f32 on "
+            "held-out images (0..1: 0.004, 1/255 or 0.4%). Finds the fastest INT8 IR within it "
+            "by putting the most sensitive stages back in float; writes nothing when no INT8 IR "
+            "fits and is faster.",
+        ),
+    ] = "1/255",
+    max_drift_p99: Annotated[
+        str,
+        typer.Option(
+            "--max-drift-p99", metavar="D", help="The budget's bound on the 99th percentile."
+        ),
+    ] = "8/255",
+    ignore: Annotated[
+        str | None,
         typer.Option(
             "--ignore",
             metavar="SCOPE",
-            help="Layers kept in float: fusion+norm (default: the final conv_f layers and "
-            "IBNorm's instance-norm halves), fusion, norm, image-inputs+norm, none.",
+            help="Instead of a budget, keep these layers in float: fusion+norm (the final "
+            "conv_f layers and IBNorm's instance-norm halves), fusion, norm, "
+            "image-inputs+norm, none.",
         ),
-    ] = "fusion+norm",
+    ] = None,
     holdout: Annotated[
         Path | None,
         typer.Option(
@@ -97,17 +115,20 @@ def quantize(
     """Make an FP16-INT8 IR with NNCF post-training quantization from the FP32 IR that
     `convert` wrote: <output-dir>/public/<name>/FP16-INT8/<name>.xml. Prints the matte drift
     against the FP32 IR (at f32) on images not used for calibration."""
-    import json
 
     from toolkit.errors import require
-    from toolkit.fsutil import atomic_path
     from toolkit.matting.runtime import cpu_capabilities
     from toolkit.paths import default_root
+    from toolkit.perf.budget import Budget, parse_drift
     from toolkit.perf.calibration import load_folder
     from toolkit.perf.quantize import parse_ignore, quantize_model
 
     _check_name(name)
-    parse_ignore(ignore)
+    budget = Budget(
+        parse_drift(max_drift, "--max-drift"), parse_drift(max_drift_p99, "--max-drift-p99")
+    )
+    if ignore is not None:
+        parse_ignore(ignore)
     root = output_dir if output_dir is not None else default_root()
     if json_file is not None:
         _check_writable(json_file, [*_model_files(root, name), calibration, holdout])
@@ -118,6 +139,34 @@ def quantize(
         else None
     )
     typer.echo(f"========== Quantizing {name} (FP32 -> FP16-INT8)")
+    if ignore is None:
+        budgeted = quantize_model(
+            root,
+            name,
+            budget=budget,
+            calibration=calibration,
+            subset_size=subset_size,
+            holdout=held,
+            device=device,
+            max_pixels=max_pixels,
+            progress=lambda text: typer.echo(f"  {text}", err=True),
+        )
+        typer.echo(f"  wrote {budgeted.xml} ({budgeted.seconds:.0f} s; budget {budget.describe()})")
+        typer.echo(
+            f"  {len(budgeted.reverted)} of {budgeted.groups} stages kept in float"
+            + (f" ({', '.join(budgeted.reverted)})" if budgeted.reverted else "")
+        )
+        typer.echo(
+            f"  matte of the INT8 IR at f32 vs the FP32 IR at f32 on held-out images: "
+            f"{budgeted.holdout.describe()}"
+        )
+        typer.echo(
+            f"  speed measured here side by side: {budgeted.int8_fps:.2f} vs "
+            f"{budgeted.fp32_fps:.2f} frames/s ({budgeted.speedup:.2f}x the FP32 IR at f32)"
+        )
+        if json_file is not None:
+            _write_json(json_file, budgeted.to_dict())
+        return
     result = quantize_model(
         root,
         name,
@@ -143,11 +192,19 @@ def quantize(
             f"{drift.describe()}"
         )
     if json_file is not None:
-        try:
-            with atomic_path(json_file) as tmp:
-                tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-        except OSError as exc:
-            raise ToolkitError(f"--json {json_file}: cannot write: {exc.strerror or exc}") from None
+        _write_json(json_file, result.to_dict())
+
+
+def _write_json(dest: Path, data: dict[str, object]) -> None:
+    import json
+
+    from toolkit.fsutil import atomic_path
+
+    try:
+        with atomic_path(dest) as tmp:
+            tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    except OSError as exc:
+        raise ToolkitError(f"--json {dest}: cannot write: {exc.strerror or exc}") from None
 
 
 class _Progress:
@@ -265,7 +322,7 @@ def benchmark(
     )
 
     _check_name(name)
-    irs = list(dict.fromkeys(precision or IR_PRECISIONS))
+    irs = list(dict.fromkeys(p.strip().upper() for p in (precision or IR_PRECISIONS)))
     for p in irs:
         if p not in IR_PRECISIONS:
             raise UsageError(f"--precision must be one of {', '.join(IR_PRECISIONS)}, not {p!r}")

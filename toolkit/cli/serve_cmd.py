@@ -7,59 +7,40 @@ Thin wrapper: options are validated here and handed to :func:`toolkit.serve.serv
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from toolkit.cli.app import app
 from toolkit.cli.infer_cmd import _resolve_model
-from toolkit.cli.options import Device, DownloadDir, finite
+from toolkit.cli.options import (
+    DEFAULT_MAX_PIXELS,
+    Device,
+    DownloadDir,
+    InferencePrecisionOption,
+    MaxPixels,
+    ModelName,
+    ModelPrecision,
+    ModelRoot,
+    ModelXml,
+    NetworkSize,
+    finite,
+)
 from toolkit.errors import UsageError, require
 from toolkit.perf.fastpath import FAST_HELP
 
 
 @app.command("serve")
 def serve(
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", "-m", help="The IR .xml to serve (default: the converted model)."),
-    ] = None,
-    name: Annotated[
-        str, typer.Option("--name", help="Model whose converted IR to serve (with --model-root).")
-    ] = "modnet-webcam-portrait-matting",
-    precision: Annotated[
-        str | None,
-        typer.Option(
-            "--precision", help="Which converted IR: FP32 or FP16 (default: FP32, else FP16)."
-        ),
-    ] = None,
-    model_root: Annotated[
-        Path | None,
-        typer.Option(
-            "--model-root",
-            help="Where `convert` wrote public/<name>/<PREC>/ (default: --download-dir, else "
-            "$MODNET_TOOLS_HOME, else ./cache).",
-        ),
-    ] = None,
+    model: ModelXml = None,
+    name: ModelName = "modnet-webcam-portrait-matting",
+    precision: ModelPrecision = None,
+    model_root: ModelRoot = None,
     download_dir: DownloadDir = None,
     device: Device = "CPU",
-    inference_precision: Annotated[
-        str,
-        typer.Option(
-            "--inference-precision",
-            help="f32 (exact, default: the same mattes as infer), bf16 or f16.",
-        ),
-    ] = "f32",
+    inference_precision: InferencePrecisionOption = "f32",
     fast: Annotated[bool, typer.Option("--fast", help=FAST_HELP)] = False,
-    network_size: Annotated[
-        str | None,
-        typer.Option(
-            "--network-size",
-            metavar="WxH",
-            help="Run the network at this size (multiples of 32) instead of the IR's, as infer does.",
-        ),
-    ] = None,
+    network_size: NetworkSize = None,
     host: Annotated[
         str,
         typer.Option(
@@ -109,28 +90,20 @@ def serve(
         float,
         typer.Option(
             "--max-upload-mb",
+            callback=finite,
             min=0.01,
             max=1024,
-            callback=finite,
             help="Largest request body accepted (MiB).",
         ),
     ] = 32.0,
-    max_pixels: Annotated[
-        int,
-        typer.Option(
-            "--max-pixels",
-            min=1,
-            max=1_000_000_000,
-            help="Refuse images with more pixels than this (as infer).",
-        ),
-    ] = 70_000_000,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     request_timeout: Annotated[
         float,
         typer.Option(
             "--request-timeout",
+            callback=finite,
             min=0.1,
             max=3600,
-            callback=finite,
             help="Seconds a request may take, from arrival to answer.",
         ),
     ] = 30.0,
@@ -138,9 +111,9 @@ def serve(
         float,
         typer.Option(
             "--ws-idle-timeout",
+            callback=finite,
             min=0.1,
             max=3600,
-            callback=finite,
             help="Seconds a live WebSocket may stay silent.",
         ),
     ] = 60.0,
@@ -165,11 +138,21 @@ def serve(
     net_size = parse_network_size(network_size) if network_size is not None else None
     perf_mode: PerformanceMode = "throughput" if performance == "throughput" else "latency"
     root = model_root or download_dir
-    if fast:  # what "fast" means is measured and kept in toolkit/perf/fastpath.py
-        from toolkit.perf.fastpath import FAST_MODE, fast_choice
+    if fast:  # chosen on this CPU, by measurement, within the budget: toolkit/perf/fastpath.py
+        from toolkit.paths import default_root
+        from toolkit.perf.fastpath import check_fast_options, choose_fast
 
-        model, hint = fast_choice(model, name, precision, inference_precision, root)
-        perf_mode = FAST_MODE.performance
+        check_fast_options(precision, inference_precision)
+        choice = choose_fast(
+            root or default_root(),
+            name,
+            model=model,
+            device=device,
+            progress=lambda text: typer.echo(text, err=True),
+        )
+        typer.echo(choice.describe(), err=True)
+        model, hint = choice.xml, choice.precision
+        perf_mode = "throughput"
     xml = _resolve_model(model, name, precision, root)
     secret = token if token is not None else os.environ.get(TOKEN_ENV) or None
     if secret is not None and (not secret.strip() or any(c.isspace() for c in secret)):

@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import queue
 import signal
 import threading
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -34,27 +33,34 @@ import numpy.typing as npt
 
 from toolkit.errors import ToolkitError, UsageError
 from toolkit.fsutil import FileSet, atomic_path, check_output
+from toolkit.matting.camera import CameraReader
 from toolkit.matting.images import DEFAULT_MAX_PIXELS, InputError, InputItem, load_image
-from toolkit.matting.live import LatestFrame, LiveFrame, LiveStats
+from toolkit.matting.live import LiveStats
 from toolkit.matting.marker import mark_encoded
+from toolkit.matting.overlap import prefetch
 from toolkit.matting.prepost import (
     Background,
     NetworkSizeError,
     NonFiniteMatteError,
-    OneFrameDelay,
     composite,
     cutout,
-    grey_to_bgr,
     quantize_alpha,
     require_finite,
     side_by_side,
 )
 from toolkit.matting.session import MattingSession
-from toolkit.matting.video import VideoReader, VideoWriter, output_extension
+from toolkit.matting.video import TimedFrame, VideoReader, probe_frame_count
+from toolkit.matting.videojob import LiveSource, VideoSettings, matte_video
+from toolkit.matting.videowriter import (
+    VideoWriteError,
+    check_crf,
+    check_sequence_folder,
+    container_extension,
+    parse_codec,
+)
 
 U8Image = npt.NDArray[np.uint8]
 F32Array = npt.NDArray[np.float32]
-T = TypeVar("T")
 
 #: Formats OpenCV encodes; a composite of any other input (GIF, PNM...) is written as PNG.
 _WRITABLE_IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
@@ -95,11 +101,36 @@ class InferOptions:
     max_frames: int | None = None
     jobs: int = 2
     png_compression: int = DEFAULT_PNG_COMPRESSION
+    #: Video outputs: codec (h264, hevc, vp9, ffv1), CRF (None: the codec's default),
+    #: container extension (None: the input's when it holds the codec, else the codec's),
+    #: the transparent cut-out video (webm, mov, png or None), and whether audio is copied.
+    video_codec: str = "h264"
+    crf: int | None = None
+    video_ext: str | None = None
+    rgba_video: str | None = None
+    audio: bool = True
+
+    def video_settings(self) -> VideoSettings:
+        """The video half of these options, validated (a :class:`UsageError` if not)."""
+        codec = parse_codec(self.video_codec)
+        return VideoSettings(
+            codec=codec,
+            crf=check_crf(codec, self.crf),
+            audio=self.audio,
+            rgba_format=self.rgba_video,
+            background=self.background,
+            ofd=self.ofd,
+            ofd_tolerance=self.ofd_tolerance,
+            png_compression=self.png_compression,
+        )
+
     #: Files no result may be written over besides the inputs (the model, a background image).
     protected: tuple[Path, ...] = ()
     #: Cameras (and videos read as cameras, at their frame rate): matte the newest frame and
     #: drop those arriving while busy, so the delay stays constant (:mod:`toolkit.matting.live`).
     live: bool = False
+    #: Skip an image or video whose outputs are all present and whole (see matting/resume.py).
+    skip_existing: bool = False
 
 
 @dataclass
@@ -110,8 +141,12 @@ class ItemResult:
     outputs: list[Path] = field(default_factory=list)
     frames: int = 0
     error: str | None = None
+    #: Lines the user should read although nothing failed (e.g. a pixel format change).
+    notes: list[str] = field(default_factory=list)
     #: Live mode: frames seen and dropped, latency of each output.
     live: LiveStats | None = None
+    #: Not run: ``--skip-existing`` found every output present and whole.
+    skipped: bool = False
 
     @property
     def ok(self) -> bool:
@@ -130,6 +165,10 @@ class InferSummary:
     @property
     def frames(self) -> int:
         return sum(r.frames for r in self.results)
+
+    @property
+    def skipped(self) -> list[ItemResult]:
+        return [r for r in self.results if r.skipped]
 
 
 class Reporter(Protocol):
@@ -184,13 +223,17 @@ class Plan:
         return files
 
     def video_outputs(self, options: InferOptions) -> dict[str, Path]:
-        ext = output_extension(self.item.path)
+        codec = parse_codec(options.video_codec)
+        ext = container_extension(codec, options.video_ext, self.item.path)
         out = options.output_dir
         files = {"alpha": out / f"{self.stem}_alpha{ext}"} if options.alpha else {}
         if options.background is not None:
             files["composite"] = out / f"{self.stem}_composite{ext}"
         if options.side_by_side:
             files["side"] = out / f"{self.stem}_side{ext}"
+        if options.rgba_video is not None:
+            suffix = "" if options.rgba_video == "png" else f".{options.rgba_video}"
+            files["rgba"] = out / f"{self.stem}_rgba{suffix}"  # png: a folder of frames
         return files
 
     def outputs(self, options: InferOptions) -> dict[str, Path]:
@@ -238,57 +281,68 @@ def plan_outputs(items: list[InputItem], options: InferOptions | None = None) ->
 def _clobber_error(plan: Plan, options: InferOptions, inputs: FileSet) -> str | None:
     for kind, dest in plan.outputs(options).items():
         try:
+            if kind == "rgba" and plan.item.kind != "image" and options.rgba_video == "png":
+                check_sequence_folder(dest)  # a folder of frames, replaced only if ours
+                continue
             check_output(dest, "image" if plan.item.kind == "image" else "video", inputs=inputs)
         except UsageError as exc:
             return f"{plan.item.label}: {exc} ({kind} result)"
     return None
 
 
+def triage(
+    items: list[InputItem], options: InferOptions, reporter: Reporter
+) -> tuple[list[ItemResult], list[Plan]]:
+    """Plan every input's outputs and settle the inputs that need no work: those that fail
+    before any (an unusable spec, an output that would overwrite an input) and, with
+    ``skip_existing``, those already done. Returns their results (already reported) and the
+    plans left to run. The local runner and the Ray runner both start here, so they name and
+    skip outputs identically."""
+    from toolkit.matting.resume import outputs_whole, sweep_partials
+
+    inputs = FileSet([i.path for i in items if i.path is not None] + list(options.protected))
+    settled: list[ItemResult] = []
+    runnable: list[Plan] = []
+    plans = plan_outputs(items, options)
+    if options.skip_existing:  # continuing a killed run: first clear what it left half-done
+        sweep_partials(
+            d for p in plans if p.item.kind != "error" for d in p.outputs(options).values()
+        )
+    for plan in plans:
+        error = plan.item.error or _clobber_error(plan, options, inputs)
+        if error is not None:
+            result = ItemResult(plan.item.label, error=error)
+        elif (
+            options.skip_existing
+            and plan.item.kind in ("image", "video")
+            and outputs_whole(plan.outputs(options).values())
+        ):
+            files = list(plan.outputs(options).values())
+            result = ItemResult(plan.item.label, outputs=files, skipped=True)
+        else:
+            runnable.append(plan)
+            continue
+        settled.append(result)
+        reporter.item_done(result)
+    return settled, runnable
+
+
+def total_frames(plans: list[Plan], options: InferOptions) -> int | None:
+    """Frames the plans will produce, for the progress bar (None: a camera without an end)."""
+    total = 0
+    for plan in plans:
+        if plan.item.kind == "image":
+            total += 1
+        elif plan.item.kind == "camera" and options.max_frames is None:
+            return None
+        elif plan.item.path is not None:  # from the container's frame count or duration
+            total += probe_frame_count(plan.item.path, options.max_frames)
+        else:
+            total += options.max_frames or 0
+    return total
+
+
 # --- small concurrency helpers ----------------------------------------------------------------
-
-
-def prefetch(source: Iterable[T], depth: int) -> Generator[T, None, None]:
-    """Iterate ``source`` in a background thread, ``depth`` items ahead of the consumer.
-
-    Exceptions raised by the source are re-raised in the consumer. If the consumer stops
-    early, the thread notices within a fraction of a second and ends.
-    """
-    buffer: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-
-    def put(entry: tuple[str, object]) -> bool:
-        while not stop.is_set():
-            try:
-                buffer.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for value in source:
-                if not put(("item", value)):
-                    return
-        except BaseException as exc:
-            put(("error", exc))
-            return
-        put(("end", None))
-
-    thread = threading.Thread(target=produce, name="modnet-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = buffer.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                assert isinstance(value, BaseException)
-                raise value
-            yield value  # type: ignore[misc]
-    finally:
-        stop.set()
-        thread.join(timeout=5)
 
 
 class _BoundedPool:
@@ -373,53 +427,29 @@ class Runner:
 
     def run(self, items: list[InputItem]) -> InferSummary:
         started = time.perf_counter()
-        plans = plan_outputs(items, self.options)
-        inputs = FileSet(
-            [i.path for i in items if i.path is not None] + list(self.options.protected)
-        )
-        results: list[ItemResult] = []
-        runnable: list[Plan] = []
-        for plan in plans:
-            error = plan.item.error or _clobber_error(plan, self.options, inputs)
-            if error is not None:
-                result = ItemResult(plan.item.label, error=error)
-                results.append(result)
-                self.reporter.item_done(result)
-            else:
-                runnable.append(plan)
+        results, runnable = triage(items, self.options, self.reporter)
         images = [p for p in runnable if p.item.kind == "image"]
         streams = [p for p in runnable if p.item.kind in ("video", "camera")]
-        self.reporter.start(self._total_frames(images, streams))
+        self.reporter.start(total_frames(runnable, self.options))
         if images:
-            results.extend(self._run_images(images))
+            results.extend(self.run_images(images))
         for plan in streams:
-            result = self._run_stream(plan)
+            result = self.run_stream(plan)
             results.append(result)
             self.reporter.item_done(result)
         summary = InferSummary(results, time.perf_counter() - started)
         self.reporter.finish(summary)
         return summary
 
-    def _total_frames(self, images: list[Plan], streams: list[Plan]) -> int | None:
-        total = len(images)
-        for plan in streams:
-            if plan.item.kind == "camera" and self.options.max_frames is None:
-                return None
-            if plan.item.path is not None:
-                cap = cv2.VideoCapture(str(plan.item.path))
-                count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
-                cap.release()
-                count = int(count) if count and count > 0 else 0
-                if self.options.max_frames is not None:
-                    count = min(count, self.options.max_frames)
-                total += count
-            else:
-                total += self.options.max_frames or 0
-        return total
-
     # --- images ----------------------------------------------------------------------------
 
-    def _run_images(self, plans: list[Plan]) -> list[ItemResult]:
+    def run_images(
+        self, plans: list[Plan], done: Callable[[int, ItemResult], None] | None = None
+    ) -> list[ItemResult]:
+        """Matte a run of images (decode, infer and encode overlapped); one result each.
+
+        ``done(index, result)`` is called as each image is settled (the Ray workers record
+        each one the moment its files are written)."""
         results: dict[int, ItemResult] = {}
         pool = _BoundedPool(self.options.jobs, limit=2 * max(1, self.options.jobs))
 
@@ -433,6 +463,8 @@ class Runner:
                     if isinstance(exc, NetworkSizeError):
                         exc = InputError(f"{plan.item.label}: {exc}")
                     results[index] = ItemResult(plan.item.label, error=str(exc))
+                    if done is not None:
+                        done(index, results[index])
                     self.reporter.item_done(results[index])
                     self.reporter.advance()
                     continue
@@ -448,6 +480,8 @@ class Runner:
             else:
                 result = write_image_results(plans[index], frame, alpha, self.options)
             results[index] = result
+            if done is not None:
+                done(index, result)
             self.reporter.item_done(result)
             self.reporter.advance()
             return result
@@ -464,150 +498,103 @@ class Runner:
 
     # --- video and cameras -----------------------------------------------------------------
 
-    def _run_stream(self, plan: Plan) -> ItemResult:
-        item = plan.item
-        source: Path | int = item.path if item.path is not None else int(item.camera or 0)
-        result = ItemResult(item.label)
-        try:
-            with contextlib.ExitStack() as stack:
-                reader = stack.enter_context(
-                    VideoReader(source, max_frames=self.options.max_frames)
-                )
-                frames = self._stoppable(reader, stack) if item.kind == "camera" else iter(reader)
-                if self.options.live:
-                    # A file is read as a camera would deliver it: at its own frame rate.
-                    pace = reader.fps if item.kind == "video" else None
-                    latest = LatestFrame(frames, pace)
-                    stack.callback(latest.close)
-                    result.live = latest.stats
-                    result.frames = self._matte_video(plan, reader, iter([]), stack, latest)
-                else:
-                    result.frames = self._matte_video(plan, reader, frames, stack)
-                result.outputs = list(plan.video_outputs(self.options).values())
-        except ToolkitError as exc:
-            text = str(exc)
-            result.error = text if text.startswith(item.label) else f"{item.label}: {text}"
-            result.outputs = []
-        except OSError as exc:
-            result.error = f"{item.label}: cannot write results: {exc.strerror or exc}"
-            result.outputs = []
-        return result
+    def run_stream(self, plan: Plan) -> ItemResult:
+        """Matte one video or camera, frames in order, into its own writers."""
+        return run_video(self.session, plan, self.options, self.reporter)
 
-    def _stoppable(self, reader: VideoReader, stack: contextlib.ExitStack) -> Iterator[U8Image]:
-        """Camera frames until Ctrl-C (handled as 'stop recording', so the video is kept).
 
-        The handler is installed here, on the calling thread, not when the frames are first
-        read: a live source reads them in a thread of its own.
-        """
-        stop = threading.Event()
-        if threading.current_thread() is threading.main_thread():
-
-            def on_sigint(signum: int, frame: FrameType | None) -> None:
-                stop.set()
-
-            previous = signal.signal(signal.SIGINT, on_sigint)
-            stack.callback(signal.signal, signal.SIGINT, previous)
-
-        def until_stopped() -> Iterator[U8Image]:
-            for frame in reader:
-                if stop.is_set():
-                    return
-                yield frame
-
-        return until_stopped()
-
-    def _matte_video(
-        self,
-        plan: Plan,
-        reader: VideoReader,
-        frames: Iterator[U8Image],
-        stack: contextlib.ExitStack,
-        live: LatestFrame | None = None,
-    ) -> int:
-        files = plan.video_outputs(self.options)
+def run_video(
+    session: MattingSession,
+    plan: Plan,
+    options: InferOptions,
+    reporter: Reporter | None = None,
+) -> ItemResult:
+    """Matte one video file or camera and write its outputs: a function of (input, options)
+    that a scheduler (a Ray task) can call on its own. Never raises for a bad input."""
+    reporter = reporter or SilentReporter()
+    item = plan.item
+    result = ItemResult(item.label)
+    try:
+        settings = options.video_settings()
+        files = plan.video_outputs(options)
         if not files:
             raise ToolkitError(
-                f"{plan.item.label}: nothing to write for a video with --no-alpha: "
-                "add --background or --side-by-side"
+                f"{item.label}: nothing to write for a video with --no-alpha: "
+                "add --background, --side-by-side or --rgba-video"
             )
-        width, height = reader.width, reader.height
-        self.session.network_size(height, width)  # before any writer opens
-        writers = {
-            kind: stack.enter_context(
-                VideoWriter(
-                    dest,
-                    fps=reader.fps,
-                    width=width * (2 if kind == "side" else 1),
-                    height=height,
+        with contextlib.ExitStack() as stack:
+            reader: VideoReader | CameraReader
+            if item.path is not None:
+                reader = VideoReader(
+                    item.path,
+                    max_frames=options.max_frames,
+                    max_pixels=options.max_pixels,
+                    audio=options.audio,
+                    decode_audio=options.audio,
                 )
+            else:
+                reader = CameraReader(int(item.camera or 0), max_frames=options.max_frames)
+            stack.enter_context(reader)
+            frames = reader.frames()
+            if item.kind == "camera":
+                frames = _stoppable(frames, stack)
+            live = None
+            if options.live:  # a file is read as a camera would deliver it: at its frame rate
+                live = LiveSource(frames, reader.fps if item.kind == "video" else None)
+                stack.callback(live.close)
+                result.live, frames = live.stats, iter(())
+            result.frames, result.notes = matte_video(
+                session, reader, frames, files, settings, stack, reporter, live
             )
-            for kind, dest in files.items()
-        }
-        background = self.options.background
-        ofd = OneFrameDelay(self.options.ofd_tolerance) if self.options.ofd else None
-        pending: deque[U8Image] = deque()  # frames waiting for their OFD-delayed alpha
-        # One encoding thread: frames must reach the writers in order.
-        pool = _BoundedPool(1, limit=4)
+        result.outputs = list(files.values())
+    except VideoWriteError as exc:
+        result.error = f"{item.label}: cannot write results: {exc}"
+        result.outputs = []
+    except ToolkitError as exc:
+        text = str(exc)
+        result.error = text if text.startswith(item.label) else f"{item.label}: {text}"
+        result.outputs = []
+    except OSError as exc:
+        result.error = f"{item.label}: cannot write results: {exc.strerror or exc}"
+        result.outputs = []
+    return result
 
-        def encode(
-            frame: U8Image, alpha: F32Array, arrived: LiveFrame | None = None
-        ) -> ItemResult | None:
-            alpha8 = quantize_alpha(alpha)
-            view: U8Image = grey_to_bgr(alpha8)
-            if "alpha" in writers:
-                writers["alpha"].write(view)
-            if background is not None:
-                view = composite(frame, alpha8, background.render(frame))
-                writers["composite"].write(view)
-            if "side" in writers:
-                writers["side"].write(side_by_side(frame, view))
-            if live is not None and arrived is not None:
-                live.done(arrived)  # written: camera-to-output latency of this frame
-                status = getattr(self.reporter, "status", None)  # optional in Reporter
-                if status is not None:
-                    status(live.stats.progress())
-            self.reporter.advance()
-            return None
 
-        def emit(frame: U8Image, alpha: F32Array, arrived: LiveFrame | None = None) -> None:
-            pool.submit(functools.partial(encode, frame, alpha, arrived))
+def run_video_file(
+    session: MattingSession,
+    path: Path,
+    options: InferOptions,
+    reporter: Reporter | None = None,
+    stem: str | None = None,
+) -> ItemResult:
+    """:func:`run_video` on a video file, its outputs named after ``stem`` (default: the
+    file's own stem) in ``options.output_dir``."""
+    item = InputItem(kind="video", label=str(path), path=path)
+    return run_video(session, Plan(item, stem or path.stem), options, reporter)
 
-        count = 0
-        if live is not None:
-            try:
-                # One frame at a time, the newest: whatever arrives meanwhile is dropped.
-                for latest in live:
-                    emit(latest.image, self.session.matte(latest.image), latest)
-                    count += 1
-            finally:
-                pool.shutdown()
-            for future in pool.futures:
-                future.result()
-            return count
-        try:
-            ahead = prefetch(frames, depth=4)
-            # Stop the decoding thread before the reader is released (the stack unwinds in
-            # reverse): releasing a VideoCapture while another thread is inside read() can
-            # hang in FFmpeg, as a Ctrl-C mid-video once did.
-            stack.callback(ahead.close)
-            for _, frame, alpha in self.session.matte_stream(enumerate(ahead)):
-                count += 1
-                if ofd is None:
-                    emit(frame, alpha)
-                    continue
-                pending.append(frame)
-                smoothed = ofd.push(alpha)
-                if smoothed is not None:
-                    emit(pending.popleft(), smoothed)
-            if ofd is not None:
-                last = ofd.flush()
-                if last is not None:
-                    emit(pending.popleft(), last)
-        finally:
-            pool.shutdown()
-        for future in pool.futures:
-            future.result()
-        return count
+
+def _stoppable(frames: Iterator[TimedFrame], stack: contextlib.ExitStack) -> Iterator[TimedFrame]:
+    """Camera frames until Ctrl-C (handled as 'stop recording', so the video is kept).
+
+    The handler is installed now, on the calling thread, not when the frames are first read:
+    they are read in another thread (the prefetcher, or a live source's reader).
+    """
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+
+        def on_sigint(signum: int, frame: FrameType | None) -> None:
+            stop.set()
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        stack.callback(signal.signal, signal.SIGINT, previous)
+
+    def until_stopped() -> Iterator[TimedFrame]:
+        for timed in frames:
+            if stop.is_set():
+                return
+            yield timed
+
+    return until_stopped()
 
 
 def run_infer(

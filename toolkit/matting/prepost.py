@@ -18,8 +18,9 @@ The alpha is always returned at the input's size; compositing follows the demo's
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -49,6 +50,11 @@ OMZ_BACKGROUND_BGR: tuple[int, int, int] = (155, 255, 120)
 
 U8Image = npt.NDArray[np.uint8]
 F32Array = npt.NDArray[np.float32]
+
+BackgroundFit = Literal["cover", "contain", "stretch"]
+BACKGROUND_FITS: tuple[BackgroundFit, ...] = ("cover", "contain", "stretch")
+#: A video background: a factory of endless ``(seconds, BGR frame)`` streams (looping).
+ClipFactory = Callable[[], Generator[tuple[float, U8Image], None, None]]
 
 
 class NonFiniteMatteError(ToolkitError):
@@ -167,31 +173,128 @@ _NAMED_BGR: dict[str, tuple[int, int, int]] = {
 }
 
 
+def parse_fit(value: str) -> BackgroundFit:
+    """Validate ``--background-fit``."""
+    for fit in BACKGROUND_FITS:
+        if value.lower() == fit:
+            return fit
+    raise UsageError(f"--background-fit must be one of {', '.join(BACKGROUND_FITS)}, not {value!r}")
+
+
+def fit_image(image: U8Image, width: int, height: int, fit: BackgroundFit) -> U8Image:
+    """``image`` at ``width`` x ``height``: ``cover`` scales it to fill the frame and crops the
+    overflow evenly (no distortion, no bars), ``contain`` scales it to fit whole and pads
+    with black, ``stretch`` resizes to the frame ignoring the aspect ratio (OMZ's demo)."""
+    src_h, src_w = image.shape[:2]
+    if (src_h, src_w) == (height, width):
+        return image
+    if fit == "stretch":
+        return _resize(image, width, height)
+    scale = (max if fit == "cover" else min)(width / src_w, height / src_h)
+    new_w, new_h = max(1, round(src_w * scale)), max(1, round(src_h * scale))
+    if fit == "cover":
+        new_w, new_h = max(new_w, width), max(new_h, height)
+        resized = _resize(image, new_w, new_h)
+        x, y = (new_w - width) // 2, (new_h - height) // 2
+        return np.ascontiguousarray(resized[y : y + height, x : x + width])
+    new_w, new_h = min(new_w, width), min(new_h, height)
+    canvas = np.zeros((height, width, 3), np.uint8)
+    x, y = (width - new_w) // 2, (height - new_h) // 2
+    canvas[y : y + new_h, x : x + new_w] = _resize(image, new_w, new_h)
+    return canvas
+
+
+def _resize(image: U8Image, width: int, height: int) -> U8Image:
+    shrink = width * height < image.shape[0] * image.shape[1]
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return np.asarray(cv2.resize(image, (width, height), interpolation=interp), np.uint8)
+
+
 @dataclass(frozen=True)
 class Background:
-    """What replaces the background: a solid colour, an image, or the frame box-blurred.
+    """What replaces the background: a solid colour, an image, a video, or the frame blurred.
 
-    Exactly one of ``color`` (BGR), ``image`` (a BGR uint8 array, resized to each frame) and
-    ``blur`` (the kernel size K of a K x K box blur) is set.
+    Exactly one of ``color`` (BGR), ``image`` (a BGR uint8 array), ``clip`` (a video, see
+    :data:`ClipFactory`) and ``blur`` (the kernel size K of a K x K box blur) is set. Images
+    and videos are fitted to each frame by ``fit``. :meth:`render` gives the background of a
+    still image (a video's first frame); :meth:`player` plays a video along a stream.
     """
 
     color: tuple[int, int, int] | None = None
     image: U8Image | None = None
     blur: int | None = None
     description: str = ""
+    clip: ClipFactory | None = None
+    fit: BackgroundFit = "cover"
+    _fitted: dict[tuple[int, int], U8Image] = field(default_factory=dict, compare=False, repr=False)
 
     def render(self, frame: U8Image) -> U8Image:
         """The background as a BGR uint8 image of the frame's size."""
         height, width = frame.shape[:2]
         if self.color is not None:
             return np.broadcast_to(np.array(self.color, dtype=np.uint8), (height, width, 3))
-        if self.image is not None:
-            if self.image.shape[:2] == (height, width):
-                return self.image
-            resized = cv2.resize(self.image, (width, height), interpolation=cv2.INTER_LINEAR)
-            return np.asarray(resized, np.uint8)
+        if self.image is not None or self.clip is not None:
+            fitted = self._fitted.get((height, width))  # the same size, frame after frame
+            if fitted is None:
+                fitted = fit_image(self._still(), width, height, self.fit)
+                self._fitted.clear()
+                self._fitted[(height, width)] = fitted
+            return fitted
         assert self.blur is not None
         return np.asarray(cv2.blur(frame, (self.blur, self.blur)), np.uint8)
+
+    def _still(self) -> U8Image:
+        if self.image is not None:
+            return self.image
+        assert self.clip is not None
+        frames = self.clip()
+        try:
+            return next(frames)[1]
+        finally:
+            frames.close()
+
+    def player(self) -> BackgroundPlayer:
+        """A renderer for one stream of frames (a video background starts over for each)."""
+        return BackgroundPlayer(self)
+
+
+class BackgroundPlayer:
+    """The background for each frame of a stream at its time: a video background plays along
+    (its frame shown at an input frame's time is the last one due by then, counted from the
+    first input frame), looping when it is shorter; other backgrounds are as for images."""
+
+    def __init__(self, background: Background) -> None:
+        self.background = background
+        self._frames: Generator[tuple[float, U8Image], None, None] | None = None
+        self._start = 0.0
+        self._current: tuple[float, U8Image] | None = None
+        self._next: tuple[float, U8Image] | None = None
+        self._fitted: U8Image | None = None
+
+    def render(self, frame: U8Image, seconds: float) -> U8Image:
+        clip = self.background.clip
+        if clip is None:
+            return self.background.render(frame)
+        if self._frames is None:
+            self._frames = clip()
+            self._current, self._next = next(self._frames), next(self._frames, None)
+            self._start = seconds
+        elapsed = seconds - self._start
+        changed = False
+        while self._next is not None and self._next[0] <= elapsed + 1e-9:
+            self._current, self._next = self._next, next(self._frames, None)
+            changed = True
+        height, width = frame.shape[:2]
+        if changed or self._fitted is None or self._fitted.shape[:2] != (height, width):
+            assert self._current is not None
+            self._fitted = fit_image(self._current[1], width, height, self.background.fit)
+        return self._fitted
+
+    def close(self) -> None:
+        """Stop the background's decoding (and close its file)."""
+        if self._frames is not None:
+            self._frames.close()
+        self._frames = None
 
 
 def _parse_triplet(text: str, order: Literal["rgb", "bgr"], spec: str) -> tuple[int, int, int]:
@@ -204,14 +307,22 @@ def _parse_triplet(text: str, order: Literal["rgb", "bgr"], spec: str) -> tuple[
     return (c, b, a) if order == "rgb" else (a, b, c)
 
 
-def parse_background(spec: str, load_image: Callable[[Path], U8Image] | None = None) -> Background:
-    """Parse ``--background``: a colour, ``blur:K`` or an image file.
+def parse_background(
+    spec: str,
+    load_image: Callable[[Path], U8Image] | None = None,
+    *,
+    fit: BackgroundFit = "cover",
+    load_clip: Callable[[Path], ClipFactory | None] | None = None,
+) -> Background:
+    """Parse ``--background``: a colour, ``blur:K``, an image file or a video file.
 
     Colours: ``#RRGGBB`` (web notation, RGB), ``R,G,B`` or ``rgb:R,G,B`` (RGB), ``bgr:B,G,R``
     (OpenCV order, as OMZ writes its default), or a name (``omz``/``default`` is OMZ's
     BGR (155, 255, 120), also ``green``, ``blue``, ``red``, ``white``, ``black``, ``gray``).
-    ``load_image`` is the image loader (a callable path -> BGR uint8) used for files; it is
-    passed in so that this module stays free of file-format concerns.
+    ``load_image`` is the image loader (a callable path -> BGR uint8) used for files, and
+    ``load_clip`` opens a video file (None when the file is not a video); both are passed in
+    so that this module stays free of file-format concerns. ``fit`` is how an image or video
+    is fitted to the frame (see :func:`fit_image`).
     """
     text = spec.strip()
     lower = text.lower()
@@ -234,11 +345,15 @@ def parse_background(spec: str, load_image: Callable[[Path], U8Image] | None = N
         return Background(color=_parse_triplet(text, "rgb", spec), description=f"rgb {text}")
     path = Path(text)
     # Without a loader (the server) a client's text is never looked up on disk.
-    if load_image is not None and path.is_file():
-        return Background(image=load_image(path), description=str(path))
+    if (load_image is not None or load_clip is not None) and path.is_file():
+        clip = load_clip(path) if load_clip is not None else None
+        if clip is not None:
+            return Background(clip=clip, fit=fit, description=f"video {path}")
+        if load_image is not None:
+            return Background(image=load_image(path), fit=fit, description=str(path))
     raise UsageError(
         f"--background {spec!r}: not a colour (#RRGGBB, R,G,B, bgr:B,G,R, a name such as omz), "
-        "blur:K, or an existing image file"
+        "blur:K, or an existing image or video file"
     )
 
 
@@ -271,6 +386,10 @@ def composite(frame: U8Image, alpha8: U8Image, background: U8Image) -> U8Image:
 
 
 _BLEND_TABLES: dict[tuple[int, ...], npt.NDArray[np.uint8]] = {}
+#: Colours whose tables are kept (192 KiB each): a server's clients may ask for any of 16.7
+#: million colours, and an unbounded cache would grow with each new one.
+_BLEND_TABLES_KEPT = 16
+_BLEND_LOCK = threading.Lock()
 
 
 def _blend_tables(colour: tuple[int, ...]) -> npt.NDArray[np.uint8]:
@@ -282,7 +401,10 @@ def _blend_tables(colour: tuple[int, ...]) -> npt.NDArray[np.uint8]:
         tables = np.stack(
             [((v * a + c * (255 - a) + 127) // 255).astype(np.uint8).ravel() for c in colour]
         )
-        _BLEND_TABLES[colour] = tables
+        with _BLEND_LOCK:
+            while len(_BLEND_TABLES) >= _BLEND_TABLES_KEPT:
+                del _BLEND_TABLES[next(iter(_BLEND_TABLES))]  # the oldest
+            _BLEND_TABLES[colour] = tables
     return tables
 
 

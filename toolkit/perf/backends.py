@@ -145,6 +145,7 @@ class OpenVINOCandidate(Candidate):
         )
         self._queue = ov.AsyncInferQueue(self._compiled, requests)
         self.row.config = {
+            **self.row.config,
             "INFERENCE_PRECISION_HINT": self.precision,
             "input": "u8 NHWC" if self.u8_input else "f32 NCHW",
             "throughput": {
@@ -358,15 +359,21 @@ def _run_threads(worker: Callable[[int], None], count: int) -> None:
 
 
 def make_video(dest: Path, frames: int, size: tuple[int, int] = VIDEO_SIZE) -> Path:
-    """A ``size`` video of the bundled photo, slowly panning and zooming (MPEG-4 in .mp4, what
-    a phone or a webcam recorder would hand over), written atomically."""
+    """A ``size`` video of the bundled photo, slowly panning and zooming (H.264 in .mp4 at 25
+    frames/s, what a phone or a webcam recorder would hand over), written atomically."""
+    from fractions import Fraction
+
     from toolkit.matting.images import load_image
-    from toolkit.matting.video import VideoWriter
+    from toolkit.matting.videowriter import CODECS, VideoWriter, plan_encoding
 
     base = load_image(paths.sample_image())
     width, height = size
     cover = max(width / base.shape[1], height / base.shape[0])  # scale that fills the frame
-    with VideoWriter(dest, fps=25.0, width=width, height=height) as writer:
+    encoding = plan_encoding(CODECS["h264"], 18, width, height)
+    rate = Fraction(25)
+    with VideoWriter(
+        dest, width=width, height=height, encoding=encoding, time_base=1 / rate, rate=rate
+    ) as writer:
         for i in range(frames):
             zoom = cover * (1.1 + 0.05 * math.sin(i / 15.0))  # always >= cover
             canvas_w = max(width, math.ceil(base.shape[1] * zoom))
@@ -374,7 +381,7 @@ def make_video(dest: Path, frames: int, size: tuple[int, int] = VIDEO_SIZE) -> P
             canvas = cv2.resize(base, (canvas_w, canvas_h), interpolation=cv2.INTER_LINEAR)
             x = int((canvas_w - width) * (0.5 + 0.4 * math.sin(i / 20.0)))
             y = (canvas_h - height) // 2
-            writer.write(np.ascontiguousarray(canvas[y : y + height, x : x + width]))
+            writer.write(np.ascontiguousarray(canvas[y : y + height, x : x + width]), i)
     return dest
 
 

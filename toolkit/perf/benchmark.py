@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from toolkit import paths
-from toolkit.errors import ToolkitError
+from toolkit.errors import ToolkitError, one_line
 from toolkit.perf.backends import (
     Candidate,
     OnnxRuntimeCandidate,
@@ -45,6 +45,7 @@ from toolkit.perf.backends import (
     VideoCandidate,
     make_video,
 )
+from toolkit.perf.budget import Budget
 from toolkit.perf.report import (
     GFLOP_PER_FRAME,
     VIDEO_SIZE,
@@ -117,6 +118,7 @@ def plan(
     video: Path | None = None,
     device: str = "CPU",
     network_sizes: Sequence[tuple[int, int]] = (),
+    fast_budget: Budget | None = None,
 ) -> Plan:
     """The candidates for model ``name`` under ``root`` (``convert``'s output dir); with
     ``video``, the end-to-end runs of ``infer`` on it (default path and fast mode). ``explore``
@@ -129,7 +131,9 @@ def plan(
     found = {p: x for p, x in found.items() if x.is_file()}
     if "FP32" not in found:
         raise BenchmarkError(
-            f"no FP32 IR at {paths.ir_xml(root, name, 'FP32')}: run `modnet-tools convert` first "
+            f"no FP32 IR at {paths.ir_xml(root, name, 'FP32').absolute()}: point -o (or "
+            "$MODNET_TOOLS_HOME) at the folder `convert -o` wrote, or run `modnet-tools convert` "
+            "first "
             "(the FP32 IR at f32 is the reference every other row is compared with)"
         )
     from toolkit.matting.runtime import cpu_capabilities
@@ -167,45 +171,27 @@ def plan(
             )
         )
     if fast:
-        from toolkit.matting.runtime import effective_precision
-        from toolkit.perf.fastpath import FAST_MODE, FastModeUnavailable, fast_model
+        from toolkit.perf.fastpath import FastModeUnavailable, choose_fast
 
-        fast_hint, _ = effective_precision(FAST_MODE.inference_precision, device)
         try:
-            xml = fast_model(root, name)
+            # Chosen on this CPU, by measurement, within the default budget: what infer runs.
+            choice = choose_fast(root, name, device=device, budget=fast_budget)
             row = Row(
                 "fast",
-                "infer --fast",
+                f"infer --fast: {choice.label}",
                 "openvino",
-                FAST_MODE.model_precision,
-                fast_hint,
-                str(xml),
+                _ir_folder(choice.xml),
+                choice.precision,
+                str(choice.xml),
             )
+            row.config = {"choice": choice.to_json()}
             candidates.append(
-                OpenVINOCandidate(
-                    row,
-                    xml,
-                    precision=fast_hint,
-                    device=device,
-                    throughput_config=FAST_MODE.throughput_config(),
-                    requests=FAST_MODE.requests,
-                    u8_input=FAST_MODE.u8_input,
-                )
+                OpenVINOCandidate(row, choice.xml, precision=choice.precision, device=device)
             )
             if explore:
-                candidates.extend(_explore(xml, fast_hint, device))
+                candidates.extend(_explore(choice.xml, choice.precision, device))
         except FastModeUnavailable as exc:
-            skipped.append(
-                Row(
-                    "fast",
-                    "infer --fast",
-                    "openvino",
-                    FAST_MODE.model_precision,
-                    FAST_MODE.inference_precision,
-                    "",
-                    skipped=str(exc),
-                )
-            )
+            skipped.append(_skip("fast", "infer --fast", str(exc)))
     onnx_path = onnx if onnx is not None else _find_onnx(root, name)
     if onnxruntime:
         label = "ONNX Runtime"
@@ -286,6 +272,11 @@ def _explore(xml: Path, precision: str, device: str) -> list[Candidate]:
     return out
 
 
+def _ir_folder(xml: Path) -> str:
+    """``FP32``, ``FP16-INT8``...: the precision folder an IR sits in."""
+    return xml.parent.name
+
+
 def _static_size(xml: Path) -> tuple[int, int]:
     """The IR's static (H, W); 512x512 for an IR with dynamic height and width."""
     from toolkit.matting.runtime import core
@@ -337,12 +328,18 @@ def _video_candidates(
     ]
     fast = next((c for c in candidates if c.row.key == "fast"), None)
     if fast is not None:
-        from toolkit.perf.fastpath import fast_session
-
         xml = Path(fast.row.path)
-        setups.append(
-            ("fast", "infer --fast -b omz", "fast", lambda: fast_session(xml, device=device))
-        )
+        hint = fast.row.precision
+
+        def fast_video_session() -> Any:
+            return MattingSession.from_xml(
+                xml,
+                device=device,
+                precision=hint,  # type: ignore[arg-type]
+                performance="throughput",
+            )
+
+        setups.append(("fast", "infer --fast -b omz", "fast", fast_video_session))
     out = []
     for key, label, raw_key, make in setups:
         for alpha in (False, True):
@@ -478,11 +475,9 @@ def _fit(image: U8Image, size: tuple[int, int]) -> U8Image:
 
 
 def _video_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    try:
-        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    finally:
-        cap.release()
+    from toolkit.matting.video import probe_frame_count
+
+    return probe_frame_count(path)
 
 
 def _measure_drift(
@@ -513,8 +508,7 @@ def _measure_drift(
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    return one_line(exc, 200)  # the reason, not OpenVINO's source location
 
 
 @contextlib.contextmanager

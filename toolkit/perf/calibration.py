@@ -38,6 +38,8 @@ U8Image = npt.NDArray[np.uint8]
 #: Seeds of the calibration and the held-out draws: distinct, so the sets never share an image.
 CALIBRATION_SEED = 20_240_601
 HOLDOUT_SEED = 77_000_013
+#: The images ``quantize --max-drift`` searches on: neither calibrated on nor held out.
+VALIDATION_SEED = 31_337_029
 
 _SKIN_BGR = [(60, 90, 140), (95, 135, 190), (120, 160, 215), (150, 190, 235), (45, 65, 100)]
 _HAIR_BGR = [(20, 20, 25), (30, 45, 80), (60, 90, 140), (150, 170, 200), (80, 80, 85)]
@@ -208,6 +210,12 @@ def default_calibration_set(count: int, size: int = 512) -> list[U8Image]:
 def holdout_set(count: int, size: int = 512) -> list[U8Image]:
     """Images for the drift report: other random draws than any calibration set's."""
     return generated_set(count, HOLDOUT_SEED, size)
+
+
+def validation_set(count: int, size: int = 512) -> list[U8Image]:
+    """Images the budget search measures drift on (its own draws: the held-out set stays
+    unseen by the search)."""
+    return generated_set(count, VALIDATION_SEED, size)
 
 
 def folder_images(folder: Path, option: str = "--calibration") -> list[Path]:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import cv2
 import numpy as np
@@ -39,14 +39,23 @@ import numpy.typing as npt
 
 from toolkit import __version__, paths
 from toolkit.convert.graph_rewrite import REWRITE_NAME, optimize
-from toolkit.errors import ToolkitError, UsageError, require
+from toolkit.errors import ToolkitError, UsageError, one_line, require
 from toolkit.matting.images import DEFAULT_MAX_PIXELS
 from toolkit.matting.prepost import REF_SIZE, to_network_input
+from toolkit.perf.budget import (
+    DEFAULT_VALIDATION,
+    Budget,
+    BudgetNotMet,
+    BudgetResult,
+    DriftStats,
+    search,
+)
 from toolkit.perf.calibration import (
     default_calibration_set,
     folder_images,
     holdout_set,
     load_folder,
+    validation_set,
 )
 
 if TYPE_CHECKING:
@@ -331,9 +340,7 @@ def quantize_ir(
     parse_ignore(ignore)
     source_xml, dest_xml = Path(source_xml), Path(dest_xml)
     if not source_xml.is_file() or not source_xml.with_suffix(".bin").is_file():
-        raise QuantizationError(
-            f"no FP32 IR at {source_xml}: run `modnet-tools convert --precision FP32` first"
-        )
+        raise _missing_fp32(source_xml)
     try:
         source = core().read_model(source_xml)
     except Exception as exc:
@@ -391,9 +398,11 @@ def _save_measured(
     images: Sequence[U8Image],
     drift_precisions: Sequence[str],
     device: str,
+    accept: Callable[[list[Drift]], None] | None = None,
 ) -> list[Drift]:
     """Save to a staging folder, measure the drift on exactly what was saved (FP16-compressed
-    float layers included), record it in the IR's rt_info, then move the IR into place."""
+    float layers included), record it in the IR's rt_info, then move the IR into place.
+    ``accept`` may refuse the measured drift by raising: then nothing reaches ``dest_xml``."""
     import openvino as ov
 
     from toolkit.convert.pipeline import save_ir
@@ -408,6 +417,8 @@ def _save_measured(
             measure_drift(source_xml, staged, images, candidate_precision=p, device=device)
             for p in drift_precisions
         ]
+        if accept is not None:
+            accept(drift)
         final = core().read_model(staged)
         final.set_rt_info(json.dumps([asdict(d) for d in drift]), [RT_SECTION, "drift"])
         save_ir(final, dest_xml, "FP16")
@@ -415,9 +426,29 @@ def _save_measured(
     return drift
 
 
+def _missing_fp32(source_xml: Path) -> QuantizationError:
+    """Where the FP32 IR was looked for (absolute: "cache/..." says nothing from elsewhere)
+    and how to point at it."""
+    return QuantizationError(
+        f"no FP32 IR at {source_xml.absolute()}: point -o (or $MODNET_TOOLS_HOME) at the "
+        "folder `convert -o` wrote, or run `modnet-tools convert --precision FP32` first"
+    )
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    return one_line(exc, 300)  # the reason, not OpenVINO's source location
+
+
+@overload
+def quantize_model(
+    root: Path, name: str, *, output_root: Path | None = None, budget: Budget, **kwargs: Any
+) -> BudgetResult: ...
+
+
+@overload
+def quantize_model(
+    root: Path, name: str, *, output_root: Path | None = None, budget: None = None, **kwargs: Any
+) -> QuantizeResult: ...
 
 
 def quantize_model(
@@ -425,10 +456,84 @@ def quantize_model(
     name: str,
     *,
     output_root: Path | None = None,
+    budget: Budget | None = None,
     **kwargs: Any,
-) -> QuantizeResult:
+) -> QuantizeResult | BudgetResult:
     """Quantize ``<root>/public/<name>/FP32/<name>.xml`` to
-    ``<output_root or root>/public/<name>/FP16-INT8/<name>.xml`` (see :func:`quantize_ir`)."""
+    ``<output_root or root>/public/<name>/FP16-INT8/<name>.xml``: within ``budget``
+    (:func:`quantize_budgeted`), or with a fixed ignored scope (:func:`quantize_ir`)."""
     source = paths.ir_xml(root, name, SOURCE_PRECISION)
     dest = paths.ir_xml(output_root if output_root is not None else root, name, INT8_PRECISION)
+    if budget is not None:
+        return quantize_budgeted(source, dest, budget=budget, **kwargs)
     return quantize_ir(source, dest, **kwargs)
+
+
+def quantize_budgeted(
+    source_xml: Path,
+    dest_xml: Path,
+    *,
+    budget: Budget,
+    calibration: Path | None = None,
+    subset_size: int = DEFAULT_SUBSET_SIZE,
+    holdout: Sequence[U8Image] | None = None,
+    validation: int = DEFAULT_VALIDATION,
+    device: str = "CPU",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    require_faster: bool = True,
+    progress: Callable[[str], None] = lambda text: None,
+) -> BudgetResult:
+    """The fastest INT8 IR of ``source_xml`` whose matte stays within ``budget``
+    (:mod:`toolkit.perf.budget`), written to ``dest_xml``; or :class:`BudgetNotMet` and
+    nothing written (not even the folder, when this call would have created it)."""
+    require("nncf", "quantize")
+    from toolkit.matting.runtime import core
+
+    source_xml, dest_xml = Path(source_xml), Path(dest_xml)
+    if not source_xml.is_file() or not source_xml.with_suffix(".bin").is_file():
+        raise _missing_fp32(source_xml)
+    if calibration is not None:
+        folder_images(calibration)
+    try:
+        source = core().read_model(source_xml)
+    except Exception as exc:
+        raise QuantizationError(f"{source_xml}: cannot read the IR: {_first_line(exc)}") from None
+    spec = CalibrationSpec(calibration, subset_size, max_pixels)
+    size = _input_size(source)
+    held = list(holdout) if holdout is not None else holdout_set(DEFAULT_HOLDOUT)
+    optimize(source)  # exact; the float reference and the float layers both use it
+    progress(f"calibrating on {spec.describe()}")
+    quantized = _run_nncf(source, spec.images(size), "none")
+    tensor = _as_tensor(size)
+    model, result = search(
+        source,
+        quantized,
+        budget,
+        [tensor(image) for image in validation_set(validation, max(size))],
+        [tensor(_resized(image, size)) for image in held],
+        device=device,
+        require_faster=require_faster,
+        progress=progress,
+    )
+    model.set_rt_info(INT8_PRECISION, [RT_SECTION, "precision"])
+    model.set_rt_info(spec.describe(), [RT_SECTION, "calibration"])
+
+    def within(drift: list[Drift]) -> None:  # what was saved (FP16 float layers) must fit too
+        if not budget.admits(drift[0].mean_abs, drift[0].p99_abs):
+            raise BudgetNotMet(
+                f"no INT8 IR meets --max-drift ({budget.describe()}): the saved IR measures "
+                f"{drift[0].describe()}; nothing was written"
+            )
+
+    created = not dest_xml.parent.exists()
+    try:
+        drift = _save_measured(model, source_xml, dest_xml, held, ("f32",), device, within)
+    except BaseException:
+        if created and dest_xml.parent.is_dir() and not any(dest_xml.parent.iterdir()):
+            dest_xml.parent.rmdir()
+        raise
+    result.xml = dest_xml
+    result.holdout = DriftStats(
+        drift[0].mean_abs, drift[0].p99_abs, drift[0].max_abs, drift[0].images
+    )
+    return result

@@ -82,6 +82,12 @@ def install_handlers(app: FastAPI) -> None:
         err = busy_error(exc)
         return error_response(err.status, err.message, err.headers)
 
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not the client's fault: the same JSON shape, no traceback sent to the client
+        # (uvicorn logs it on the server's stderr).
+        return error_response(500, f"internal error ({type(exc).__name__})")
+
+    app.add_exception_handler(Exception, unexpected)
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -9,6 +9,7 @@ IR's pool and the process exits 0.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import socket
@@ -67,6 +68,45 @@ def _server_class() -> Any:
     return Server
 
 
+def _header_deadline_protocol(seconds: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol with a deadline on request headers.
+
+    uvicorn times out idle keep-alive connections but not a client that connects and sends its
+    headers slowly (or never): each such connection would be held for ever. Here every
+    ``seconds`` a connection must have completed a request's headers or be inside a request
+    (whose body has its own deadline in :mod:`toolkit.serve.body`); otherwise it is closed.
+    """
+    try:
+        import httptools  # noqa: F401  (uvicorn's own choice when it is installed)
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings httptools
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base  # type: ignore[assignment]
+
+    class HeaderDeadline(base):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def _arm(self) -> None:
+            # ``cycle`` is the request being served; a new one means new headers arrived.
+            self._deadline = self.loop.call_later(seconds, self._check, self.cycle)
+
+        def _check(self, armed_at: object) -> None:
+            if self.transport.is_closing() or self.transport.get_protocol() is not self:
+                return  # closed, or upgraded to a WebSocket (which has its own idle timeout)
+            in_request = self.cycle is not None and not self.cycle.response_complete
+            if in_request or self.cycle is not armed_at:
+                self._arm()  # progress since: watch the next window
+                return
+            self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._deadline.cancel()
+            super().connection_lost(exc)
+
+    return HeaderDeadline
+
+
 def url_of(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -100,6 +140,9 @@ def serve(settings: ServeSettings, *, log_level: str = "warning", access_log: bo
         server_header=False,
         date_header=True,
         lifespan="on",
+        http=_header_deadline_protocol(settings.request_timeout),
+        # Connections beyond this get 503 at once instead of exhausting file descriptors.
+        limit_concurrency=settings.max_queue * 4 + 64,
     )
     server = _server_class()(config)
     engine = app.state.engine

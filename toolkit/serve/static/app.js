@@ -101,16 +101,25 @@ async function handleFile(file) {
   delete document.body.dataset.rendered;
   const started = performance.now();
   try {
-    const [photo, matteBlob] = await Promise.all([loadImage(file), matte(file, { output: "alpha" })]);
-    state.photo = photo;
+    // The server first: its message says best what is wrong with a file.
+    const matteBlob = await matte(file, { output: "alpha" });
     state.matteBlob = matteBlob;
     state.matte = await loadImage(matteBlob);
-    $("original").src = photo.src;
     $("matte").src = state.matte.src;
-    drawResults();
     for (const id of ["dl-alpha", "dl-rgba", "dl-composite"]) $(id).disabled = false;
     const ms = Math.round(performance.now() - started);
-    setStatus($("status"), `${photo.naturalWidth}×${photo.naturalHeight}, matted in ${ms} ms`);
+    const size = `${state.matte.naturalWidth}×${state.matte.naturalHeight}`;
+    try {
+      state.photo = await loadImage(file);
+    } catch (err) {
+      // TIFF, HEIC...: matted by the server, but this browser cannot draw the photo itself.
+      state.photo = null;
+      setStatus($("status"), `${size}, matted in ${ms} ms; this browser cannot show the photo itself (the downloads work)`);
+      return;
+    }
+    $("original").src = state.photo.src;
+    drawResults();
+    setStatus($("status"), `${size}, matted in ${ms} ms`);
   } catch (err) {
     setStatus($("status"), err.message, true);
     document.body.dataset.error = err.message;
