@@ -24,6 +24,7 @@ pytest_plugins: list[str] = [
     "tests.hardening.fixtures",
     "tests.perf.fixtures",
     "tests.serve.fixtures",
+    "tests.cluster.fixtures",
 ]
 
 REPO = Path(__file__).resolve().parent.parent

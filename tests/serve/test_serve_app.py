@@ -123,3 +123,18 @@ def test_render_options() -> None:
         with pytest.raises(ApiError) as err:
             parse_options(*args)
         assert err.value.status == 400
+
+
+def test_many_background_colours_do_not_grow_memory() -> None:
+    """Each composite colour gets lookup tables; a server's clients can ask for millions."""
+    import numpy as np
+
+    from toolkit.matting import prepost
+
+    frame = np.zeros((8, 8, 3), np.uint8)
+    alpha = np.full((8, 8), 128, np.uint8)
+    for i in range(200):
+        bg = prepost.Background(color=(i, 255 - i, 7)).render(frame)
+        out = prepost.composite(frame, alpha, bg)
+        assert int(out[0, 0, 0]) == (i * 127 + 127) // 255
+    assert len(prepost._BLEND_TABLES) <= prepost._BLEND_TABLES_KEPT

@@ -164,6 +164,13 @@ def test_multipart_without_a_file_field(server: ServerProcess) -> None:
         timeout=60,
     )
     _error(r, 400, "'file'")
+    two = [("file", ("a.png", PHOTO)), ("file", ("b.png", PHOTO))]
+    _error(httpx.post(f"{server.url}/v1/matte", files=two, timeout=60), 400, "too many files")
+    fields = {f"f{i}": "x" for i in range(20)}
+    r = httpx.post(
+        f"{server.url}/v1/matte", data=fields, files={"file": ("a.png", PHOTO)}, timeout=60
+    )
+    _error(r, 400, "too many fields")
     bad = b'--xyz\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc'  # never closed
     r = httpx.post(
         f"{server.url}/v1/matte",

@@ -28,7 +28,8 @@ from toolkit.cli import (  # noqa: F401  (imported for their side effect)
     serve_cmd,
 )
 from toolkit.cli.app import State, app
-from toolkit.errors import ToolkitError
+from toolkit.cluster.connect import LOCAL, is_address
+from toolkit.errors import ToolkitError, one_line, redact
 
 #: The exit code Typer returns for Ctrl-C (128 + SIGINT).
 _INTERRUPTED = 130
@@ -59,13 +60,38 @@ def translate_aliases(argv: list[str]) -> list[str]:
     return out
 
 
+#: Options whose value may be left out (``--ray`` alone: a local cluster), with that default.
+OPTIONAL_VALUES = {"--ray": LOCAL}
+
+
+def fill_optional_values(argv: list[str]) -> list[str]:
+    """Rewrite ``--ray`` without an address to ``--ray=local``.
+
+    Click has no options with an optional value, so ``--ray`` is completed here: the next
+    argument is its value only if it reads as an address (``auto``, ``local``, ``HOST:PORT``,
+    ``ray://HOST:PORT``); anything else (an input, another option, nothing) stays what it is.
+    """
+    out: list[str] = []
+    for index, arg in enumerate(argv):
+        if arg == "--":
+            out.extend(argv[index:])
+            break
+        if arg in OPTIONAL_VALUES:
+            following = argv[index + 1] if index + 1 < len(argv) else None
+            if following is None or not is_address(following):
+                out.append(f"{arg}={OPTIONAL_VALUES[arg]}")
+                continue
+        out.append(arg)
+    return out
+
+
 def _error(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
+    """The one ``error:`` line; credentials in any URL it quotes are redacted."""
+    print(f"error: {redact(message)}", file=sys.stderr)
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return one_line(exc, 1000)
 
 
 def _usage_line(exc: ClickException) -> str:
@@ -83,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     Typer runs outside its standalone mode so that every outcome is reported here the same
     way: usage errors and command failures as one ``error:`` line, Ctrl-C as "interrupted".
     """
-    args = translate_aliases(list(sys.argv[1:] if argv is None else argv))
+    args = fill_optional_values(translate_aliases(list(sys.argv[1:] if argv is None else argv)))
     State.verbose = "--verbose" in args or "-v" in args[:1]
     try:
         code = app(args=args, prog_name="modnet-tools", standalone_mode=False)

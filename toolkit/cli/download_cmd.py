@@ -158,12 +158,19 @@ def download(
         fetch_models,
     )
     from toolkit.download.reporters import make_reporter
+    from toolkit.download.runner import usable_cache
 
     configs = _models(models_dir, name, all_models, list_file, print_all)
     if configs is None:
         return
     wanted = parse_precisions(precisions)
     mirror = _check_mirror(mirror)
+    if cache_dir is not None and not usable_cache(cache_dir):
+        typer.echo(
+            f"warning: --cache-dir {cache_dir} is not a folder; downloading without the cache",
+            err=True,
+        )
+        cache_dir = None
     options = DownloadOptions(
         cache_dir=cache_dir,
         mirror=mirror,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -33,7 +34,7 @@ from toolkit.cli.options import (
     NetworkSize,
     finite,
 )
-from toolkit.errors import ToolkitError, UsageError
+from toolkit.errors import ToolkitError, UsageError, redact
 from toolkit.perf.fastpath import FAST_HELP
 
 if TYPE_CHECKING:
@@ -82,11 +83,14 @@ class _CliReporter:
             typer.echo(f"note: {result.label}: {note}", err=True)
         if result.live is not None:
             typer.echo(f"{result.label}: {result.live.summary()}", err=True)
-        if result.ok:
-            typer.echo(f"{result.label} -> {', '.join(str(p) for p in result.outputs)}")
+        if result.skipped:
+            typer.echo(redact(f"{result.label}: skipped, outputs present and whole"))
+        elif result.ok:
+            written = ", ".join(str(p) for p in result.outputs)
+            typer.echo(redact(f"{result.label} -> {written}"))
         else:
             self.failures.append(result.error or "failed")
-            typer.echo(f"error: {result.error or 'failed'}", err=True)
+            typer.echo(redact(f"error: {result.error or 'failed'}"), err=True)
 
     def finish(self, summary: InferSummary) -> None:
         if self._progress is not None:
@@ -116,7 +120,12 @@ def _resolve_model(
                 "`modnet-tools convert` first, or pass the path of an existing .xml)"
             )
         return model
-    return find_ir(model_root if model_root is not None else default_root(), name, precision)
+    return find_ir(
+        model_root if model_root is not None else default_root(),
+        name,
+        precision,
+        how="--model path/to/<name>.xml, or --model-root DIR (the folder `convert -o` wrote)",
+    )
 
 
 def _verify(
@@ -381,6 +390,36 @@ def infer(
         Path | None,
         typer.Option("--onnx", help="--verify: the exported ONNX (default: convert's)."),
     ] = None,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(
+            "--skip-existing",
+            help="Skip inputs whose outputs are all present and whole (continue an "
+            "interrupted run); locally and with --ray.",
+        ),
+    ] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="[ADDRESS]",
+            help="Run on a Ray cluster: auto, HOST:PORT, ray://HOST:PORT, or nothing for a "
+            "local cluster. Inputs, outputs and the IR must be at the same paths on every node.",
+            show_default=False,
+        ),
+    ] = None,
+    ray_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--ray-workers",
+            min=1,
+            help="--ray: image workers (default: as many as the cluster's CPUs allow).",
+        ),
+    ] = None,
+    ray_cpus: Annotated[
+        int,
+        typer.Option("--ray-cpus", min=1, help="--ray: CPUs each worker reserves and uses."),
+    ] = 1,
 ) -> None:
     """Cut out people: writes <stem>_alpha.png (8-bit matte at the input's size) and
     <stem>_rgba.png per image, <stem>_composite.<ext> with --background; for a video,
@@ -397,7 +436,7 @@ def infer(
         parse_resize,
     )
     from toolkit.matting.runtime import parse_precision
-    from toolkit.matting.session import MattingSession
+    from toolkit.matting.session import MattingSession, RandomWeightsWarning
     from toolkit.matting.video import open_clip
     from toolkit.matting.videowriter import (
         RGBA_VIDEO_CHOICES,
@@ -468,17 +507,29 @@ def infer(
         model, hint = choice.xml, choice.precision
     # convert writes under its -o, which defaults to its -d: mirror that here.
     xml = _resolve_model(model, name, precision, model_root or download_dir)
-    session = MattingSession.from_xml(
-        xml,
-        device=device,
-        precision=hint,
-        resize=mode,
-        performance="throughput" if many and not live else "latency",
-        requests=requests,
-        network_size=net_size,
-    )
+    if ray is not None:
+        from toolkit.cluster.connect import check_address
+
+        check_address(ray)
+        if live:
+            raise UsageError("--live mattes frames as a camera delivers them, here: drop --ray")
+    # Cheap: the IR is read and checked here, compiled on first use (on a cluster, by each
+    # worker; this one is then used only by --verify).
+    with warnings.catch_warnings():  # said once below, as one line, not as a Python warning
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        session = MattingSession.from_xml(
+            xml,
+            device=device,
+            precision=hint,
+            resize=mode,
+            performance="throughput" if many and not live else "latency",
+            requests=requests,
+            network_size=net_size,
+        )
     if session.model.precision_note:
         typer.echo(f"note: {session.model.precision_note}", err=True)
+    if session.weights_warning is not None:
+        typer.echo(f"warning: {session.weights_warning}", err=True)
     if verify:
         _verify(session, inputs, name, checkpoint, download_dir, model_root, onnx, max_pixels)
 
@@ -494,6 +545,7 @@ def infer(
         max_frames=max_frames,
         jobs=jobs,
         png_compression=png_compression,
+        skip_existing=skip_existing,
         video_codec=codec.name,
         crf=crf,
         video_ext=video_ext,
@@ -503,14 +555,31 @@ def infer(
         live=live,
     )
     reporter = _CliReporter(show_progress=sys.stderr.isatty(), live=live)
-    summary = run_infer(session, items, options, reporter)
+    if ray is not None:
+        from toolkit.cluster.runner import ClusterOptions, run_on_ray
+        from toolkit.cluster.workers import SessionSpec
+
+        spec = SessionSpec(
+            xml,
+            device=device,
+            precision=hint,
+            resize=mode,
+            requests=requests,
+            network_size=net_size,
+        )
+        cluster = ClusterOptions(address=ray, workers=ray_workers, cpus=ray_cpus)
+        summary = run_on_ray(items, options, spec, cluster, reporter)
+    else:
+        summary = run_infer(session, items, options, reporter)
     failed = summary.failed
     if len(summary.results) == 1 and failed:
         raise typer.Exit(1)  # its one error line is already printed
     seconds = max(summary.seconds, 1e-9)
+    skipped = len(summary.skipped)
     typer.echo(
         f"{summary.frames} frames from {len(summary.results)} inputs in {seconds:.1f} s "
-        f"({summary.frames / seconds:.2f} frames/s) -> {output_dir}",
+        f"({summary.frames / seconds:.2f} frames/s) -> {output_dir}"
+        + (f" ({skipped} skipped: already done)" if skipped else ""),
         err=True,
     )
     if expansion.skipped:

@@ -346,7 +346,7 @@ def benchmark(
         precision = precision or ["FP32", "FP16-INT8"]
         rounds, seconds, drift_images = min(rounds, 3), min(seconds, 0.5), min(drift_images, 4)
         video_frames, no_pytorch = (0 if video is None else video_frames), True
-    irs = list(dict.fromkeys(precision or IR_PRECISIONS))
+    irs = list(dict.fromkeys(p.strip().upper() for p in (precision or IR_PRECISIONS)))
     for p in irs:
         if p not in IR_PRECISIONS:
             raise UsageError(f"--precision must be one of {', '.join(IR_PRECISIONS)}, not {p!r}")

@@ -415,15 +415,17 @@ def _run_job_locked(
 
 def _recipe(job: ConvertJob) -> Recipe:
     """What the job's outputs are made from; recorded in them, compared to skip redoing work."""
-    from toolkit.convert.pipeline import Recipe, recipe_mo_args
+    from toolkit.convert.pipeline import Recipe, recipe_mo_args, weights_origin
     from toolkit.hashing import file_digest
 
+    digest = file_digest(job.checkpoint)
     return Recipe(
-        file_digest(job.checkpoint),
+        digest,
         job.input_shape,
         recipe_mo_args(job.mo),
         job.exporter,
         job.opset,
+        weights=weights_origin(job.checkpoint, digest),
     )
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from toolkit.errors import ToolkitError
+from toolkit.errors import ToolkitError, one_line
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -193,8 +193,7 @@ def _diff(out: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+    return one_line(exc, 200)  # the reason, not OpenVINO's source location
 
 
 def verify_ir(

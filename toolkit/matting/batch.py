@@ -129,6 +129,8 @@ class InferOptions:
     #: Cameras (and videos read as cameras, at their frame rate): matte the newest frame and
     #: drop those arriving while busy, so the delay stays constant (:mod:`toolkit.matting.live`).
     live: bool = False
+    #: Skip an image or video whose outputs are all present and whole (see matting/resume.py).
+    skip_existing: bool = False
 
 
 @dataclass
@@ -143,6 +145,8 @@ class ItemResult:
     notes: list[str] = field(default_factory=list)
     #: Live mode: frames seen and dropped, latency of each output.
     live: LiveStats | None = None
+    #: Not run: ``--skip-existing`` found every output present and whole.
+    skipped: bool = False
 
     @property
     def ok(self) -> bool:
@@ -161,6 +165,10 @@ class InferSummary:
     @property
     def frames(self) -> int:
         return sum(r.frames for r in self.results)
+
+    @property
+    def skipped(self) -> list[ItemResult]:
+        return [r for r in self.results if r.skipped]
 
 
 class Reporter(Protocol):
@@ -282,6 +290,58 @@ def _clobber_error(plan: Plan, options: InferOptions, inputs: FileSet) -> str | 
     return None
 
 
+def triage(
+    items: list[InputItem], options: InferOptions, reporter: Reporter
+) -> tuple[list[ItemResult], list[Plan]]:
+    """Plan every input's outputs and settle the inputs that need no work: those that fail
+    before any (an unusable spec, an output that would overwrite an input) and, with
+    ``skip_existing``, those already done. Returns their results (already reported) and the
+    plans left to run. The local runner and the Ray runner both start here, so they name and
+    skip outputs identically."""
+    from toolkit.matting.resume import outputs_whole, sweep_partials
+
+    inputs = FileSet([i.path for i in items if i.path is not None] + list(options.protected))
+    settled: list[ItemResult] = []
+    runnable: list[Plan] = []
+    plans = plan_outputs(items, options)
+    if options.skip_existing:  # continuing a killed run: first clear what it left half-done
+        sweep_partials(
+            d for p in plans if p.item.kind != "error" for d in p.outputs(options).values()
+        )
+    for plan in plans:
+        error = plan.item.error or _clobber_error(plan, options, inputs)
+        if error is not None:
+            result = ItemResult(plan.item.label, error=error)
+        elif (
+            options.skip_existing
+            and plan.item.kind in ("image", "video")
+            and outputs_whole(plan.outputs(options).values())
+        ):
+            files = list(plan.outputs(options).values())
+            result = ItemResult(plan.item.label, outputs=files, skipped=True)
+        else:
+            runnable.append(plan)
+            continue
+        settled.append(result)
+        reporter.item_done(result)
+    return settled, runnable
+
+
+def total_frames(plans: list[Plan], options: InferOptions) -> int | None:
+    """Frames the plans will produce, for the progress bar (None: a camera without an end)."""
+    total = 0
+    for plan in plans:
+        if plan.item.kind == "image":
+            total += 1
+        elif plan.item.kind == "camera" and options.max_frames is None:
+            return None
+        elif plan.item.path is not None:  # from the container's frame count or duration
+            total += probe_frame_count(plan.item.path, options.max_frames)
+        else:
+            total += options.max_frames or 0
+    return total
+
+
 # --- small concurrency helpers ----------------------------------------------------------------
 
 
@@ -367,47 +427,29 @@ class Runner:
 
     def run(self, items: list[InputItem]) -> InferSummary:
         started = time.perf_counter()
-        plans = plan_outputs(items, self.options)
-        inputs = FileSet(
-            [i.path for i in items if i.path is not None] + list(self.options.protected)
-        )
-        results: list[ItemResult] = []
-        runnable: list[Plan] = []
-        for plan in plans:
-            error = plan.item.error or _clobber_error(plan, self.options, inputs)
-            if error is not None:
-                result = ItemResult(plan.item.label, error=error)
-                results.append(result)
-                self.reporter.item_done(result)
-            else:
-                runnable.append(plan)
+        results, runnable = triage(items, self.options, self.reporter)
         images = [p for p in runnable if p.item.kind == "image"]
         streams = [p for p in runnable if p.item.kind in ("video", "camera")]
-        self.reporter.start(self._total_frames(images, streams))
+        self.reporter.start(total_frames(runnable, self.options))
         if images:
-            results.extend(self._run_images(images))
+            results.extend(self.run_images(images))
         for plan in streams:
-            result = self._run_stream(plan)
+            result = self.run_stream(plan)
             results.append(result)
             self.reporter.item_done(result)
         summary = InferSummary(results, time.perf_counter() - started)
         self.reporter.finish(summary)
         return summary
 
-    def _total_frames(self, images: list[Plan], streams: list[Plan]) -> int | None:
-        total = len(images)
-        for plan in streams:
-            if plan.item.kind == "camera" and self.options.max_frames is None:
-                return None
-            if plan.item.path is not None:  # from the container's frame count or duration
-                total += probe_frame_count(plan.item.path, self.options.max_frames)
-            else:
-                total += self.options.max_frames or 0
-        return total
-
     # --- images ----------------------------------------------------------------------------
 
-    def _run_images(self, plans: list[Plan]) -> list[ItemResult]:
+    def run_images(
+        self, plans: list[Plan], done: Callable[[int, ItemResult], None] | None = None
+    ) -> list[ItemResult]:
+        """Matte a run of images (decode, infer and encode overlapped); one result each.
+
+        ``done(index, result)`` is called as each image is settled (the Ray workers record
+        each one the moment its files are written)."""
         results: dict[int, ItemResult] = {}
         pool = _BoundedPool(self.options.jobs, limit=2 * max(1, self.options.jobs))
 
@@ -421,6 +463,8 @@ class Runner:
                     if isinstance(exc, NetworkSizeError):
                         exc = InputError(f"{plan.item.label}: {exc}")
                     results[index] = ItemResult(plan.item.label, error=str(exc))
+                    if done is not None:
+                        done(index, results[index])
                     self.reporter.item_done(results[index])
                     self.reporter.advance()
                     continue
@@ -436,6 +480,8 @@ class Runner:
             else:
                 result = write_image_results(plans[index], frame, alpha, self.options)
             results[index] = result
+            if done is not None:
+                done(index, result)
             self.reporter.item_done(result)
             self.reporter.advance()
             return result
@@ -452,7 +498,8 @@ class Runner:
 
     # --- video and cameras -----------------------------------------------------------------
 
-    def _run_stream(self, plan: Plan) -> ItemResult:
+    def run_stream(self, plan: Plan) -> ItemResult:
+        """Matte one video or camera, frames in order, into its own writers."""
         return run_video(self.session, plan, self.options, self.reporter)
 
 
@@ -511,6 +558,19 @@ def run_video(
         result.error = f"{item.label}: cannot write results: {exc.strerror or exc}"
         result.outputs = []
     return result
+
+
+def run_video_file(
+    session: MattingSession,
+    path: Path,
+    options: InferOptions,
+    reporter: Reporter | None = None,
+    stem: str | None = None,
+) -> ItemResult:
+    """:func:`run_video` on a video file, its outputs named after ``stem`` (default: the
+    file's own stem) in ``options.output_dir``."""
+    item = InputItem(kind="video", label=str(path), path=path)
+    return run_video(session, Plan(item, stem or path.stem), options, reporter)
 
 
 def _stoppable(frames: Iterator[TimedFrame], stack: contextlib.ExitStack) -> Iterator[TimedFrame]:

@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from toolkit import paths
-from toolkit.errors import ToolkitError
+from toolkit.errors import ToolkitError, one_line
 from toolkit.perf.backends import (
     Candidate,
     OnnxRuntimeCandidate,
@@ -132,7 +132,9 @@ def plan(
     found = {p: x for p, x in found.items() if x.is_file()}
     if "FP32" not in found:
         raise BenchmarkError(
-            f"no FP32 IR at {paths.ir_xml(root, name, 'FP32')}: run `modnet-tools convert` first "
+            f"no FP32 IR at {paths.ir_xml(root, name, 'FP32').absolute()}: point -o (or "
+            "$MODNET_TOOLS_HOME) at the folder `convert -o` wrote, or run `modnet-tools convert` "
+            "first "
             "(the FP32 IR at f32 is the reference every other row is compared with)"
         )
     from toolkit.matting.runtime import cpu_capabilities
@@ -519,8 +521,7 @@ def _measure_drift(
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    return one_line(exc, 200)  # the reason, not OpenVINO's source location
 
 
 @contextlib.contextmanager
