@@ -84,6 +84,8 @@ def test_two_apps_in_one_process_keep_their_own_settings(serve_root: Path) -> No
         ("::1", True),
         ("[::1]", True),
         ("localhost", True),
+        ("127.1", True),
+        ("::ffff:127.0.0.1", True),
         ("0.0.0.0", False),
         ("::", False),
         ("192.168.1.5", False),
