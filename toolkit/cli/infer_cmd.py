@@ -298,6 +298,8 @@ def infer(
         int | None,
         typer.Option(
             "--crf",
+            min=0,
+            max=63,  # x264/x265 stop at 51, VP9 at 63
             help="Video quality, lower is better (default: h264 18, hevc 20, vp9 30).",
             show_default=False,
         ),
@@ -413,12 +415,15 @@ def infer(
         typer.Option(
             "--ray-workers",
             min=1,
+            max=4096,
             help="--ray: image workers (default: as many as the cluster's CPUs allow).",
         ),
     ] = None,
     ray_cpus: Annotated[
         int,
-        typer.Option("--ray-cpus", min=1, help="--ray: CPUs each worker reserves and uses."),
+        typer.Option(
+            "--ray-cpus", min=1, max=1024, help="--ray: CPUs each worker reserves and uses."
+        ),
     ] = 1,
 ) -> None:
     """Cut out people: writes <stem>_alpha.png (8-bit matte at the input's size) and
