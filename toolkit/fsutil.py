@@ -27,6 +27,40 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+#: The longest file name (in bytes) when the file system will not say: Linux, macOS and
+#: Windows all allow 255.
+_DEFAULT_NAME_MAX = 255
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name ``folder``'s file system accepts, in bytes."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return _DEFAULT_NAME_MAX
+
+
+def fitted_name(name: str, extra: int, limit: int) -> str:
+    """``name`` cut (at a character boundary) so that it plus ``extra`` bytes fit in ``limit``.
+
+    Temporary, partial and lock files are named after the file they stand for, plus a few
+    characters; for a final name near the limit (a 240-character stem) that made the helper's
+    name too long and failed a write the final name allowed. The cut part only helps a human
+    recognise the file; uniqueness comes from the random or hashed part the caller adds.
+    """
+    room = max(1, limit - extra)
+    encoded = name.encode("utf-8", "surrogateescape")
+    if len(encoded) <= room:
+        return name
+    return encoded[:room].decode("utf-8", "ignore") or "f"
+
+
+def sibling(dest: Path, prefix: str, suffix: str) -> Path:
+    """``<dest's folder>/<prefix><dest's name, shortened if needed><suffix>``, within NAME_MAX."""
+    extra = len(prefix.encode()) + len(suffix.encode())
+    return dest.with_name(prefix + fitted_name(dest.name, extra, name_max(dest.parent)) + suffix)
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike[str], *, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; rename it onto ``dest`` only if the block succeeds.
@@ -37,11 +71,14 @@ def atomic_path(dest: str | os.PathLike[str], *, suffix: str | None = None) -> I
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{dest.name}.",
-        suffix=(dest.suffix if suffix is None else suffix) + ".part",
-        dir=dest.parent,
-    )
+    tail = (dest.suffix if suffix is None else suffix) + ".part"
+    if len(tail) > 40:  # a "suffix" that is most of a long name is no format hint: drop it
+        tail = ".part"
+    # mkstemp adds 8 random characters between prefix and suffix; the name of the temporary
+    # file must fit wherever the final name does, so the copy of dest's name in it is cut.
+    extra = len(b"..") + 8 + len(tail.encode("utf-8", "surrogateescape"))
+    shown = fitted_name(dest.name, extra, name_max(dest.parent))
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{shown}.", suffix=tail, dir=dest.parent)
     # mkstemp makes the file 0600; give it the mode a plain open() would (0666 & ~umask).
     os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
@@ -93,8 +130,9 @@ OUTPUT_KINDS: dict[str, frozenset[str]] = {
     "video": frozenset({"video"}),
     "checkpoint": frozenset({"checkpoint"}),
     "ir": frozenset({"ir-xml"}),
-    "weights": frozenset({"other"}),  # an IR's .bin has no signature
-    "onnx": frozenset({"other"}),  # protobuf has no signature either
+    # An IR's .bin has no signature: any bytes but a recognised other kind.
+    "weights": frozenset({"other", "text", "onnx"}),
+    "onnx": frozenset({"onnx", "other"}),
     "model-file": frozenset({"checkpoint", "other", "text"}),  # download: .pth, .py, ...
 }
 
@@ -115,8 +153,8 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
 
 def sniff_kind(path: Path) -> str:
     """What an existing file holds, from its first bytes: ``folder``, ``empty``, ``png``,
-    ``jpeg``, ``webp``, ``bmp``, ``gif``, ``tiff``, ``video``, ``checkpoint``, ``ir-xml``,
-    ``xml``, ``json``, ``text`` or ``other`` (unrecognised binary)."""
+    ``jpeg``, ``webp``, ``bmp``, ``gif``, ``tiff``, ``video``, ``checkpoint``, ``onnx``,
+    ``ir-xml``, ``xml``, ``json``, ``text`` or ``other`` (unrecognised binary)."""
     if path.is_dir():
         return "folder"
     try:
@@ -135,11 +173,15 @@ def sniff_kind(path: Path) -> str:
         return "video"
     if head[4:8] == b"ftyp":
         return "video"  # MP4 / MOV (a HEIC photo too: never a file the toolkit writes over)
+    if head[0] == 0x08 and 1 <= head[1] <= 15 and head[2:3] in (b"\x12", b"\x1a", b"\x3a"):
+        return "onnx"  # protobuf field 1 (ir_version), then producer, domain or graph
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if text.startswith((b"{", b"[")):
         return "json"
     if text.startswith(b"<"):
         return "ir-xml" if b"<net" in head else "xml"
+    if any(b < 0x20 and b not in (0x09, 0x0A, 0x0D) for b in head):
+        return "other"  # NUL and control bytes: binary, whatever decodes
     try:
         head.decode("utf-8")
     except UnicodeDecodeError:

@@ -175,7 +175,7 @@ def test_missing_model_says_to_download_and_convert(
     run_cli: RunCli, sample_photo: Path, tmp_path: Path
 ) -> None:
     proc = run_cli("infer", sample_photo, "--model-root", tmp_path / "nothing")
-    assert_one_line_error(proc, "run `modnet-tools download` and `modnet-tools convert` first")
+    assert_one_line_error(proc, "`modnet-tools download` then `modnet-tools convert`", "--model")
     proc = run_cli("infer", sample_photo, "--model", tmp_path / "none.xml")
     assert_one_line_error(proc, "none.xml: no such file", "modnet-tools convert")
 

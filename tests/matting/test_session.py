@@ -187,7 +187,7 @@ def test_find_ir_prefers_fp32_then_fp16_and_says_how_to_make_one(
     with pytest.raises(ModelNotFoundError) as info:
         find_ir(tmp_path / "empty", WEBCAM)
     message = str(info.value)
-    assert "run `modnet-tools download` and `modnet-tools convert` first" in message
+    assert "`modnet-tools download` then `modnet-tools convert`" in message
     assert "\n" not in message
 
 

@@ -14,7 +14,9 @@ import pytest
 from tests.matting.fixtures import write_video
 from tests.matting.media import VFR_MS, astronaut_frames, audio_seconds, make_video, probe
 from toolkit.errors import UsageError
+from toolkit.matting.camera import CameraReader
 from toolkit.matting.images import InputError
+from toolkit.matting.prepost import parse_background
 from toolkit.matting.video import VideoReader, open_clip
 from toolkit.matting.videowriter import (
     CODECS,
@@ -114,9 +116,19 @@ def test_max_pixels_refuses_before_decoding(tmp_path: Path) -> None:
         VideoReader(source, max_pixels=10_000)
 
 
-@pytest.mark.parametrize(("ext", "codec"), [(".mp4", "aac"), (".mkv", "aac"), (".webm", "opus")])
-def test_audio_is_copied_or_reencoded_at_full_length(tmp_path: Path, ext: str, codec: str) -> None:
-    source = make_video(tmp_path / "a.mp4", VFR_MS, MS, 96, 64)
+@pytest.mark.parametrize(
+    ("source_audio", "ext", "codec"),
+    [
+        ("aac", ".mp4", "aac"),  # copied
+        ("aac", ".mkv", "aac"),
+        ("aac", ".webm", "opus"),  # WebM holds Opus and Vorbis only
+        ("pcm_s16le", ".mp4", "aac"),  # PCM: MOV's, not MP4's
+    ],
+)
+def test_audio_is_copied_or_reencoded_at_full_length(
+    tmp_path: Path, source_audio: str, ext: str, codec: str
+) -> None:
+    source = make_video(tmp_path / "a.mov", VFR_MS, MS, 96, 64, audio=source_audio)
     _transcode(source, tmp_path / f"out{ext}", "vp9" if ext == ".webm" else "h264")
     got_codec, got = audio_seconds(tmp_path / f"out{ext}")
     _, expected = audio_seconds(source)
@@ -261,6 +273,7 @@ def test_codec_container_and_crf_rules() -> None:
     assert container_extension(h264, None, Path("a.avi")) == ".mp4"  # avi: not written
     assert container_extension(h264, None, Path("a.webm")) == ".mp4"  # webm cannot hold h264
     assert container_extension(vp9, None, Path("a.webm")) == ".webm"
+    assert container_extension(vp9, None, Path("a.avi")) == ".mp4"  # else MP4, as asked
     assert container_extension(ffv1, None, None) == ".mkv"
     assert container_extension(h264, "MKV", None) == ".mkv"
     assert check_crf(h264, None) == 18 and check_crf(vp9, 40) == 40
@@ -273,3 +286,22 @@ def test_codec_container_and_crf_rules() -> None:
     ):
         with pytest.raises(UsageError):
             call()
+
+
+def test_a_missing_camera_is_one_clear_line() -> None:
+    with pytest.raises(InputError, match="camera 57: cannot open this camera"):
+        CameraReader(57)
+
+
+def test_a_video_background_behind_a_still_image_is_its_first_frame(tmp_path: Path) -> None:
+    frames = [np.full((60, 80, 3), c, np.uint8) for c in (40, 120, 200)]
+    clip = make_video(
+        tmp_path / "bg.mp4", (0, 1, 2), Fraction(1, 10), 80, 60, audio=None, frames=frames
+    )
+    background = parse_background(str(clip), load_clip=open_clip)
+    rendered = background.render(np.zeros((30, 40, 3), np.uint8))
+    assert rendered.shape == (30, 40, 3) and abs(float(rendered.mean()) - 40) < 3
+    player = background.player()  # a stream sees the clip play, then loop
+    means = [float(player.render(rendered, t).mean()) for t in (0.0, 0.1, 0.2, 0.3, 0.45)]
+    player.close()
+    assert [round(m / 40) for m in means] == [1, 3, 5, 1, 3]

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import RunCli
 from tests.matting.fixtures import InferModel
 from tests.matting.media import VFR_MS, audio_seconds, make_video, probe
-from toolkit.matting.batch import InferOptions, run_infer
+from toolkit.matting.batch import InferOptions, run_infer, run_video_file
 from toolkit.matting.images import expand_inputs
 from toolkit.matting.prepost import composite, parse_background, quantize_alpha
 from toolkit.matting.session import MattingSession
@@ -249,3 +249,10 @@ def test_progress_total_comes_from_the_container(
     summary = run_infer(infer_session, expand_inputs([str(clip)]), options, recorder)
     assert not summary.failed
     assert recorder.total == 5 and recorder.advanced == 5  # 6 in the file, --max-frames 5
+
+    # One video as a function of (input, options), as a Ray task runs it.
+    result = run_video_file(infer_session, clip, options, stem="task")
+    assert (
+        result.ok and result.frames == 5 and result.outputs == [tmp_path / "out" / "task_alpha.mkv"]
+    )
+    assert len(probe(result.outputs[0], gray=True).images) == 5

@@ -137,6 +137,10 @@ def test_page_static_files_and_info(server: ServerProcess) -> None:
     for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):
         r = httpx.get(f"{server.url}/static/{name}")
         assert r.status_code == 200 and kind in r.headers["content-type"], name
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert httpx.get(f"{server.url}/v1/nothing").headers["x-content-type-options"] == "nosniff"
+    schema = httpx.get(f"{server.url}/openapi.json").json()
+    assert "/v1/matte" in schema["paths"] and "/v2/models/{model}/infer" in schema["paths"]
     info = httpx.get(f"{server.url}/v1/info").json()
     assert info["model"] == MODEL and info["input"] == [1, 3, 512, 512]
     assert info["token_required"] is False
@@ -154,6 +158,7 @@ def test_v2_health_and_metadata(server: ServerProcess) -> None:
     assert meta["name"] == MODEL
     assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [1, 3, 512, 512]}]
     assert meta["outputs"] == [{"name": "output", "datatype": "FP32", "shape": [1, 1, 512, 512]}]
+    assert httpx.get(f"{base}/models/{MODEL}/versions/1").json() == meta
     assert httpx.get(f"{base}/models/{MODEL}/ready").status_code == 200
     assert httpx.get(f"{base}/models/{MODEL}/versions/1/ready").status_code == 200
     assert httpx.get(f"{base}").json()["extensions"] == ["binary_tensor_data"]
@@ -266,3 +271,22 @@ def test_live_socket_outlives_the_request_deadline(
             ws.send(jpeg)
             assert isinstance(ws.recv(timeout=60), bytes)
             time.sleep(1)
+
+
+def test_phone_photos_and_deep_images_are_read_like_infer_reads_them(server: ServerProcess) -> None:
+    """HEIC (what phones shoot) and 16-bit PNG go through infer's own decoder."""
+    import pillow_heif
+
+    from toolkit.paths import sample_image
+
+    rgb = Image.open(sample_image()).convert("RGB").resize((384, 256))
+    heic = io.BytesIO()
+    pillow_heif.from_pillow(rgb).save(heic, quality=90)
+    deep = io.BytesIO()
+    rgb.convert("I;16").save(deep, "PNG")
+    for body, ctype in ((heic.getvalue(), "image/heic"), (deep.getvalue(), "image/png")):
+        r = httpx.post(
+            f"{server.url}/v1/matte", content=body, headers={"Content-Type": ctype}, timeout=60
+        )
+        assert r.status_code == 200, (ctype, r.text)
+        assert Image.open(io.BytesIO(r.content)).size == (384, 256)

@@ -29,7 +29,7 @@ from toolkit.cli import (  # noqa: F401  (imported for their side effect)
 )
 from toolkit.cli.app import State, app
 from toolkit.cluster.connect import LOCAL, is_address
-from toolkit.errors import ToolkitError
+from toolkit.errors import ToolkitError, one_line, redact
 
 #: The exit code Typer returns for Ctrl-C (128 + SIGINT).
 _INTERRUPTED = 130
@@ -86,12 +86,12 @@ def fill_optional_values(argv: list[str]) -> list[str]:
 
 
 def _error(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
+    """The one ``error:`` line; credentials in any URL it quotes are redacted."""
+    print(f"error: {redact(message)}", file=sys.stderr)
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return one_line(exc, 1000)
 
 
 def _usage_line(exc: ClickException) -> str:

@@ -53,6 +53,7 @@ def _ir_choices(
     model_name = name or DEFAULT_MODEL
     if "/" in model_name or "\\" in model_name or model_name in (".", ".."):
         raise UsageError(f"--name takes a model name, not a path: {model_name!r} (use --model)")
+    precisions = [p.strip().upper() for p in precisions]  # fp32 is FP32
     unknown = [p for p in precisions if p not in KNOWN_PRECISIONS]
     if unknown:
         raise UsageError(
@@ -64,8 +65,9 @@ def _ir_choices(
         chosen = [p for p in COMPARE_PRECISIONS if ir_xml(root, model_name, p).is_file()]
         if not chosen:
             raise ToolkitError(
-                f"no converted IR of {model_name} under {model_dir(root, model_name)}: "
-                f"run 'modnet-tools convert' first, or pass --model"
+                f"no converted IR of {model_name} under {model_dir(root, model_name).absolute()}"
+                ": point at one with --model, -o DIR (the folder `convert -o` wrote) or "
+                "$MODNET_TOOLS_HOME, or run 'modnet-tools convert' first"
             )
     else:
         chosen = ["FP32"]
@@ -74,8 +76,10 @@ def _ir_choices(
         xml = ir_xml(root, model_name, precision)
         if not xml.is_file():
             raise ToolkitError(
-                f"no {precision} IR of {model_name} at {xml}: run 'modnet-tools convert "
-                f"--name {model_name} --precision {precision}' first, or pass --model"
+                f"no {precision} IR of {model_name} at {xml.absolute()}: point at it with "
+                "--model path/to/<name>.xml, -o DIR (the folder `convert -o` wrote) or "
+                f"$MODNET_TOOLS_HOME, or run 'modnet-tools convert --name {model_name} "
+                f"--precision {precision}' first"
             )
         picked.append((precision, xml))
     return picked

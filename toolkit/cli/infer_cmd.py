@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -33,7 +34,7 @@ from toolkit.cli.options import (
     NetworkSize,
     finite,
 )
-from toolkit.errors import ToolkitError, UsageError
+from toolkit.errors import ToolkitError, UsageError, redact
 from toolkit.perf.fastpath import FAST_HELP
 
 if TYPE_CHECKING:
@@ -83,12 +84,13 @@ class _CliReporter:
         if result.live is not None:
             typer.echo(f"{result.label}: {result.live.summary()}", err=True)
         if result.skipped:
-            typer.echo(f"{result.label}: skipped, outputs present and whole")
+            typer.echo(redact(f"{result.label}: skipped, outputs present and whole"))
         elif result.ok:
-            typer.echo(f"{result.label} -> {', '.join(str(p) for p in result.outputs)}")
+            written = ", ".join(str(p) for p in result.outputs)
+            typer.echo(redact(f"{result.label} -> {written}"))
         else:
             self.failures.append(result.error or "failed")
-            typer.echo(f"error: {result.error or 'failed'}", err=True)
+            typer.echo(redact(f"error: {result.error or 'failed'}"), err=True)
 
     def finish(self, summary: InferSummary) -> None:
         if self._progress is not None:
@@ -118,7 +120,12 @@ def _resolve_model(
                 "`modnet-tools convert` first, or pass the path of an existing .xml)"
             )
         return model
-    return find_ir(model_root if model_root is not None else default_root(), name, precision)
+    return find_ir(
+        model_root if model_root is not None else default_root(),
+        name,
+        precision,
+        how="--model path/to/<name>.xml, or --model-root DIR (the folder `convert -o` wrote)",
+    )
 
 
 def _verify(
@@ -291,7 +298,10 @@ def infer(
         int | None,
         typer.Option(
             "--crf",
-            help="Video quality, lower is better (default: h264 18, hevc 20, vp9 30).",
+            min=0,
+            max=63,
+            help="Video quality, lower is better (default: h264 18, hevc 20, vp9 30; "
+            "h264/hevc 0-51, vp9 0-63).",
             show_default=False,
         ),
     ] = None,
@@ -406,12 +416,15 @@ def infer(
         typer.Option(
             "--ray-workers",
             min=1,
+            max=4096,
             help="--ray: image workers (default: as many as the cluster's CPUs allow).",
         ),
     ] = None,
     ray_cpus: Annotated[
         int,
-        typer.Option("--ray-cpus", min=1, help="--ray: CPUs each worker reserves and uses."),
+        typer.Option(
+            "--ray-cpus", min=1, max=1024, help="--ray: CPUs each worker reserves and uses."
+        ),
     ] = 1,
 ) -> None:
     """Cut out people: writes <stem>_alpha.png (8-bit matte at the input's size) and
@@ -429,7 +442,7 @@ def infer(
         parse_resize,
     )
     from toolkit.matting.runtime import parse_precision
-    from toolkit.matting.session import MattingSession
+    from toolkit.matting.session import MattingSession, RandomWeightsWarning
     from toolkit.matting.video import open_clip
     from toolkit.matting.videowriter import (
         RGBA_VIDEO_CHOICES,
@@ -508,17 +521,21 @@ def infer(
             raise UsageError("--live mattes frames as a camera delivers them, here: drop --ray")
     # Cheap: the IR is read and checked here, compiled on first use (on a cluster, by each
     # worker; this one is then used only by --verify).
-    session = MattingSession.from_xml(
-        xml,
-        device=device,
-        precision=hint,
-        resize=mode,
-        performance="throughput" if many and not live else "latency",
-        requests=requests,
-        network_size=net_size,
-    )
+    with warnings.catch_warnings():  # said once below, as one line, not as a Python warning
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        session = MattingSession.from_xml(
+            xml,
+            device=device,
+            precision=hint,
+            resize=mode,
+            performance="throughput" if many and not live else "latency",
+            requests=requests,
+            network_size=net_size,
+        )
     if session.model.precision_note:
         typer.echo(f"note: {session.model.precision_note}", err=True)
+    if session.weights_warning is not None:
+        typer.echo(f"warning: {session.weights_warning}", err=True)
     if verify:
         _verify(session, inputs, name, checkpoint, download_dir, model_root, onnx, max_pixels)
 

@@ -34,7 +34,7 @@ from toolkit.convert.export import (
     format_input_shape,
 )
 from toolkit.convert.mo_args import DEFAULT_MO_ARGS, ModelOptimizerArgs, parse_mo_args
-from toolkit.errors import ToolkitError, UsageError
+from toolkit.errors import ToolkitError, UsageError, one_line
 from toolkit.fsutil import atomic_path
 
 if TYPE_CHECKING:
@@ -45,6 +45,11 @@ PRECISIONS = ("FP16", "FP32")
 MODEL_TYPE = "Portrait-matting"
 #: rt_info section for modnet-tools' own keys.
 RT_SECTION = "modnet_tools"
+#: Said by the IR (rt_info) and by ``infer`` when the weights are random.
+RANDOM_WEIGHTS_NOTE = (
+    "converted from a random checkpoint (modnet-tools random-checkpoint): the pipeline runs, "
+    "but its mattes are meaningless; download the real weights for real results"
+)
 #: ONNX metadata_props key holding what the ONNX was made from.
 ONNX_RECORD_KEY = "modnet_tools.made_from"
 
@@ -77,6 +82,9 @@ class Recipe:
     mo_args: tuple[str, ...] = ()
     exporter: Exporter = "legacy"
     opset: int = DEFAULT_OPSET
+    #: Where the weights came from: ``released``, ``random`` or ``unknown`` (see
+    #: :func:`weights_origin`); recorded in the IR so that ``infer`` can warn.
+    weights: str = "unknown"
 
     def onnx_record(self) -> str:
         data = {
@@ -95,10 +103,35 @@ class Recipe:
             "exporter": self.exporter,
             "opset": self.opset,
             "precision": precision,
+            "weights": self.weights,
             "model_optimizer_args": list(self.mo_args),
             "versions": _versions(),
         }
         return json.dumps(data, sort_keys=True)
+
+
+def weights_origin(checkpoint: Path, sha384: str) -> str:
+    """``released`` (the sha384 of a known model's checkpoint), ``random`` (written by
+    ``modnet-tools random-checkpoint``, which marks its BatchNorm counters) or ``unknown``
+    (a fine-tune, or anything else)."""
+    from toolkit.download.config import discover
+    from toolkit.model.checkpoint import load_state_dict
+    from toolkit.model.random_checkpoint import is_random_state
+
+    with contextlib.suppress(ToolkitError):
+        if any(c.checkpoint_file.checksum == sha384 for c in discover().values()):
+            return "released"
+    with contextlib.suppress(ToolkitError):
+        if is_random_state(load_state_dict(checkpoint)):
+            return "random"
+    return "unknown"
+
+
+def read_weights(model: ov.Model) -> str:
+    """What an IR says about its weights (``unknown`` when it does not say)."""
+    if model.has_rt_info([RT_SECTION, "weights"]):
+        return str(model.get_rt_info([RT_SECTION, "weights"]).astype(str))
+    return "unknown"
 
 
 def recipe_mo_args(mo: ModelOptimizerArgs) -> tuple[str, ...]:
@@ -194,8 +227,7 @@ def build_model(
 
 
 def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    return one_line(exc, 300)  # the reason, not OpenVINO's source location
 
 
 def _join(values: tuple[float, ...] | None) -> str:
@@ -203,37 +235,53 @@ def _join(values: tuple[float, ...] | None) -> str:
 
 
 def annotate(
-    model: ov.Model, mo: ModelOptimizerArgs, record: str, checkpoint_sha384: str, precision: str
+    model: ov.Model,
+    mo: ModelOptimizerArgs,
+    record: str,
+    checkpoint_sha384: str,
+    precision: str,
+    weights: str = "unknown",
 ) -> None:
     """Write the rt_info a runtime needs: Model API's keys and modnet-tools' own.
 
-    Model API picks its wrapper from ``model_info/model_type``; ``embedded_processing`` tells it
-    not to normalise again (the mean/scale values are recorded for information only).
+    ``model_info`` is read by OpenVINO Model API, and only what is true *for Model API* goes
+    there: the wrapper (``model_type``), the input layout and the resize rule. Model API's
+    ``embedded_processing=True`` means "my own resize, layout and u8 conversion are already in
+    the graph" (it then feeds [1,512,512,3] u8 and fails), and its ``mean_values``,
+    ``scale_values`` and ``reverse_input_channels`` are steps *it* performs (so recording ours
+    there normalised twice and reversed the channels twice). This IR takes BGR 0..255 and
+    normalises inside, so Model API must add its resize/layout/u8 steps and nothing else,
+    which is its behaviour when those keys are absent. What the IR does inside is recorded
+    in the ``modnet_tools`` section, with where its weights came from (``weights``:
+    ``released``, ``random`` or ``unknown``).
     """
     name = INPUT_NAME
     layout = mo.layout_for(name) or "NCHW"
     info = {
         "model_type": MODEL_TYPE,
-        "embedded_processing": "True",
-        "mean_values": _join(mo.mean_for(name)),
-        "scale_values": _join(mo.scale_for(name)),
-        "reverse_input_channels": str(mo.reverse_input_channels),
         "layout": f"{name}:{layout}",
+        "resize_type": "standard",  # stretch to the input size, as OMZ's demo does
     }
     for key, value in info.items():
-        if value:
-            model.set_rt_info(value, ["model_info", key])
+        model.set_rt_info(value, ["model_info", key])
     ours = {
         "input_color_order": "BGR" if mo.reverse_input_channels else "RGB",
         "input_range": "0..255",
         "input_layout": layout,
+        "mean_values": _join(mo.mean_for(name)),
+        "scale_values": _join(mo.scale_for(name)),
+        "reverse_input_channels": str(mo.reverse_input_channels),
         "source_checkpoint_sha384": checkpoint_sha384,
         "tool_version": __version__,
         "precision": precision,
+        "weights": weights,
         "made_from": record,
     }
+    if weights == "random":
+        ours["warning"] = RANDOM_WEIGHTS_NOTE
     for key, value in ours.items():
-        model.set_rt_info(value, [RT_SECTION, key])
+        if value:
+            model.set_rt_info(value, [RT_SECTION, key])
 
 
 @contextlib.contextmanager
@@ -343,7 +391,14 @@ def convert_onnx_precisions(
     model = build_model(onnx_path, mo, input_shape=recipe.input_shape)
     written = []
     for precision, xml_path in targets.items():
-        annotate(model, mo, recipe.ir_record(precision), recipe.checkpoint_sha384, precision)
+        annotate(
+            model,
+            mo,
+            recipe.ir_record(precision),
+            recipe.checkpoint_sha384,
+            precision,
+            recipe.weights,
+        )
         written.append(save_ir(model, xml_path, precision))
     return written
 
@@ -392,7 +447,10 @@ def convert_checkpoint(
     from toolkit.model.checkpoint import sniff
 
     sniff(checkpoint)  # a missing or obviously wrong file fails before hashing it
-    recipe = Recipe(file_digest(checkpoint), shape, recipe_mo_args(mo), exporter)
+    digest = file_digest(checkpoint)
+    recipe = Recipe(
+        digest, shape, recipe_mo_args(mo), exporter, weights=weights_origin(checkpoint, digest)
+    )
     if not force and read_record(xml_path) == recipe.ir_record(precision):
         return xml_path
     with contextlib.ExitStack() as stack:

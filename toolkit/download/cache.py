@@ -61,7 +61,7 @@ class DirCache:
         entry = self.path_for(model_file.checksum)
         try:
             size = entry.stat().st_size
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no entry, or no cache folder at all
             return False
         if size != model_file.size:
             raise CacheEntryError(

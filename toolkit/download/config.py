@@ -341,11 +341,22 @@ def select(
     return list(chosen.values())
 
 
+def normalize_precision(value: str, option: str = "--precision") -> str:
+    """``fp32`` -> ``FP32``: precision folder names are upper case, what users type may not be.
+    Anything else is one usage error naming the option and the choices."""
+    norm = value.strip().upper()
+    if norm not in KNOWN_PRECISIONS:
+        raise UsageError(
+            f"{option} {value!r}: not a precision; use one of {', '.join(sorted(KNOWN_PRECISIONS))}"
+        )
+    return norm
+
+
 def parse_precisions(text: str | None, *, allowed: Iterable[str] = KNOWN_PRECISIONS) -> set[str]:
     """``FP16,FP32`` -> {"FP16", "FP32"}; unknown ones are an error as in OMZ (exit 1)."""
     if text is None:
         return set(allowed)
-    wanted = {p.strip() for p in text.split(",") if p.strip()}
+    wanted = {p.strip().upper() for p in text.split(",") if p.strip()}
     unknown = sorted(wanted - set(KNOWN_PRECISIONS))
     if unknown:
         raise ConfigError(f"Unknown precisions specified: {', '.join(unknown)}.")

@@ -43,7 +43,7 @@ from toolkit.download.lock import file_lock
 from toolkit.download.reporters import Reporter
 from toolkit.download.retry import RetryPolicy
 from toolkit.download.sources import NETWORK_ERRORS, Body, FileSource, Timeouts, network_error
-from toolkit.fsutil import atomic_path
+from toolkit.fsutil import atomic_path, sibling
 from toolkit.hashing import CHUNK
 
 CHUNK_SIZE = 64 * 1024
@@ -79,11 +79,11 @@ class Cancelled(Exception):
 def partial_path(dest: Path, checksum: str) -> Path:
     """Where an unfinished download of ``dest`` lives; the hash prefix keeps a partial of a
     different version of the file from being continued."""
-    return dest.with_name(f".{dest.name}.{checksum[:12]}.part")
+    return sibling(dest, ".", f".{checksum[:12]}.part")  # within NAME_MAX, like dest
 
 
 def lock_path(dest: Path) -> Path:
-    return dest.with_name(f".{dest.name}.lock")
+    return sibling(dest, ".", ".lock")
 
 
 def _sha384(path: Path) -> str:

@@ -33,6 +33,11 @@ class SourceFailedError(SourceError):
     """This source will not give the right bytes (404, wrong size, wrong hash, HTML, too long)."""
 
 
+class UnresolvedHostError(SourceFailedError):
+    """The host name does not resolve: offline, or a typo. Retrying with backoff cannot help
+    within a download's time scale, so the source is given up at once."""
+
+
 class HtmlPageError(SourceFailedError):
     """An HTML page arrived where the binary file was expected."""
 

@@ -4,7 +4,8 @@ The engine calls one :class:`Reporter` object; which one is chosen once by the C
 rich progress bars (bytes, speed, ETA) when stdout is a terminal, plain lines when it is a
 pipe or a log, and ``--progress-format json`` for tools that parse omz_downloader's event
 stream. Whatever the format, errors go to stderr as one ``error: ...`` line each, and in
-JSON mode nothing but the events reaches stdout.
+JSON mode nothing but the events reaches stdout. Every line is passed through
+:func:`toolkit.errors.redact`: a URL's password, token or signature is never printed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+
+from toolkit.errors import redact
 
 
 class Reporter:
@@ -71,7 +74,7 @@ class Reporter:
 
     def error(self, text: str) -> None:
         with self.lock:
-            print(f"error: {text}", file=self.err, flush=True)
+            print(f"error: {redact(text)}", file=self.err, flush=True)
 
     def close(self) -> None:
         """Release the terminal (stop live displays)."""
@@ -89,7 +92,7 @@ class JsonReporter(Reporter):
         self._out = out
 
     def _emit(self, kind: str, **fields: Any) -> None:
-        line = json.dumps({"$type": kind, **fields})
+        line = redact(json.dumps({"$type": kind, **fields}))
         with self.lock:
             out = self._out or sys.stdout
             out.write(line + "\n")
@@ -134,22 +137,37 @@ class TextReporter(Reporter):
         self._out = out
         self._every = every
         self._speed: dict[tuple[str, str], _Speed] = {}
+        self._gap = False  # a blank line is owed before the next section
+        self._sectioned = False  # the current file printed a section
+        self._any_section = False
 
     def _print(self, text: str) -> None:
         with self.lock:
             out = self._out or sys.stdout
-            out.write(text + "\n")
+            out.write(redact(text) + "\n")
             out.flush()
 
+    def _blank_before(self, text: str) -> None:
+        """Blank lines only separate sections (as omz_downloader's do), never pile up: a run
+        that downloads nothing (``--offline``) prints none."""
+        with self.lock:
+            if self._gap:
+                self._print("")
+            self._gap = False
+            self._print(text)
+
     def model_begin(self, model: str, num_files: int) -> None:
-        self._print(f"################|| Downloading {model} ||################\n")
+        self._print(f"################|| Downloading {model} ||################")
+        self._gap = True
 
     def file_begin(self, model: str, file: str, size: int) -> None:
         with self.lock:
             self._speed[(model, file)] = _Speed()
 
     def section(self, model: str, file: str, text: str) -> None:
-        self._print(f"========== {text}")
+        with self.lock:
+            self._blank_before(f"========== {text}")
+            self._sectioned = self._any_section = True
 
     def note(self, model: str, file: str, text: str) -> None:
         self._print(text)
@@ -175,11 +193,14 @@ class TextReporter(Reporter):
         super().file_end(model, file, ok, error)
         with self.lock:
             self._speed.pop((model, file), None)
-        self._print("")
+            self._gap = self._gap or self._sectioned
+            self._sectioned = False
 
     def finish(self, failed: list[str]) -> None:
         if failed:
-            self._print("FAILED:\n" + "\n".join(failed))
+            with self.lock:
+                self._gap = self._gap and self._any_section
+                self._blank_before("FAILED:\n" + "\n".join(failed))
 
 
 class RichReporter(TextReporter):
@@ -202,7 +223,7 @@ class RichReporter(TextReporter):
 
     def _print(self, text: str) -> None:
         with self.lock:
-            self.console.print(text, markup=False, highlight=False)
+            self.console.print(redact(text), markup=False, highlight=False)
 
     def progress(self, model: str, file: str, done: int, total: int) -> None:
         with self.lock:

@@ -46,6 +46,47 @@ def model_file_path(config: ModelConfig, output_dir: str | os.PathLike[str], nam
     return confined_path(model_dir(Path(output_dir), config.name), name)
 
 
+_UNREACHABLE = ("cannot resolve the host name", "not available offline")
+
+
+def with_next_steps(error: str, *, cache: bool) -> str:
+    """``error``, plus what to do next when no source was reachable at all (offline, or
+    ``--offline`` without a copy): the user's way forward is a mirror, a cache, or the
+    random checkpoint, not a fourth retry."""
+    reasons = [r for r in error.split("; ") if r.strip()]
+    if not reasons or not all(any(u in r for u in _UNREACHABLE) for r in reasons):
+        return error
+    cache_hint = "" if cache else ", or --cache-dir DIR holding an omz_downloader cache"
+    return (
+        f"{error}. Next: --mirror URL (a folder `download` filled on a connected machine, "
+        f"served over HTTP){cache_hint}, with --offline to skip the internet; or run the "
+        "tools without the real weights: `modnet-tools random-checkpoint model.ckpt`, then "
+        "`modnet-tools convert --checkpoint model.ckpt` (its mattes are meaningless)"
+    )
+
+
+def usable_cache(cache_dir: Path | None) -> bool:
+    """Whether ``cache_dir`` can be a cache: absent (it is created) or a folder. A file there
+    is the user's, never replaced; the download goes on without the cache (the CLI warns)."""
+    if cache_dir is None:
+        return False
+    try:
+        return not cache_dir.exists() or cache_dir.is_dir()
+    except OSError:
+        return False
+
+
+def required_files(config: ModelConfig) -> set[str]:
+    """The files a model needs: its checkpoint (and IR files a config ships pre-converted).
+
+    OMZ's configs also list the authors' Python sources (``modnet_onnx.py``, ``src/models/...``)
+    so that omz_converter can import them; modnet-tools never does, so a failure to fetch them
+    is a note, not a failed model (a user offline then sees the one error that matters).
+    """
+    names = {f.name for f in config.files if not f.name.endswith(".py")}
+    return names or {f.name for f in config.files}
+
+
 def wanted(model_file: ModelFile, precisions: frozenset[str] | set[str] | None) -> bool:
     """omz_downloader's rule: a file in a ``<PRECISION>/`` folder is fetched only when that
     precision is requested; every other file always is."""
@@ -57,10 +98,13 @@ def wanted(model_file: ModelFile, precisions: frozenset[str] | set[str] | None) 
 
 @dataclass
 class FileResult:
+    """One file's outcome; ``skipped`` is why an optional extra could not be fetched."""
+
     name: str
     path: Path
     outcome: Outcome | None = None
     error: str | None = None
+    skipped: str | None = None
 
 
 @dataclass
@@ -102,8 +146,10 @@ def fetch_model(
     settings = options.settings
     reporter = reporter or Reporter()
     session = session or make_session()
-    cache = DirCache(options.cache_dir) if options.cache_dir is not None else None
+    cache_dir = options.cache_dir
+    cache = DirCache(cache_dir) if cache_dir is not None and usable_cache(cache_dir) else None
     result = ModelResult(config.name)
+    needed = required_files(config)
     reporter.model_begin(config.name, len(config.files))
     for mf in config.files:
         if not wanted(mf, options.precisions):
@@ -126,8 +172,17 @@ def fetch_model(
         try:
             file_result.outcome = job.run()
         except ToolkitError as exc:
-            file_result.error = str(exc)
-        reporter.file_end(config.name, mf.name, file_result.error is None, file_result.error)
+            if mf.name in needed:
+                file_result.error = with_next_steps(str(exc), cache=cache is not None)
+            else:
+                file_result.skipped = str(exc)
+                reporter.note(
+                    config.name,
+                    mf.name,
+                    f"skipped the optional {mf.name} (OMZ's reference code, unused here): {exc}",
+                )
+        ok = file_result.error is None and file_result.skipped is None
+        reporter.file_end(config.name, mf.name, ok, file_result.error)
     reporter.model_end(config.name, result.ok)
     return result
 

@@ -26,6 +26,7 @@ from toolkit.download.errors import (
     RetryableError,
     SourceError,
     SourceFailedError,
+    UnresolvedHostError,
 )
 from toolkit.download.htmlpage import (
     MAX_PAGE_BYTES,
@@ -90,6 +91,7 @@ NETWORK_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
 )
 
+_UNRESOLVED = "cannot resolve the host name"
 _NETWORK_REASONS = (
     (
         ("incompleteread", "connection broken", "chunkedencodingerror"),
@@ -110,7 +112,7 @@ _NETWORK_REASONS = (
             "nameresolution",
             "temporary failure in name resolution",
         ),
-        "cannot resolve the host name",
+        _UNRESOLVED,
     ),
 )
 
@@ -139,6 +141,8 @@ def network_error(exc: BaseException) -> SourceError:
     low = f"{type(exc).__name__} {exc!r} {exc}".lower()
     for needles, reason in _NETWORK_REASONS:
         if any(n in low for n in needles):
+            if reason == _UNRESOLVED:
+                return UnresolvedHostError(reason)
             return RetryableError(reason)
     return RetryableError(f"connection failed: {_short(exc)}")
 
@@ -169,7 +173,11 @@ def _get(
             timeout=(timeouts.connect, timeouts.read),
         )
     except NETWORK_ERRORS as exc:
-        raise network_error(exc) from exc
+        error = network_error(exc)
+        if isinstance(error, UnresolvedHostError):  # name the host: "offline?" is then obvious
+            host = urlsplit(url).hostname or url
+            error = UnresolvedHostError(f"{_UNRESOLVED} {host}")
+        raise error from exc
     code = response.status_code
     if code in (200, 206):
         return response

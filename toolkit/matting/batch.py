@@ -560,6 +560,19 @@ def run_video(
     return result
 
 
+def run_video_file(
+    session: MattingSession,
+    path: Path,
+    options: InferOptions,
+    reporter: Reporter | None = None,
+    stem: str | None = None,
+) -> ItemResult:
+    """:func:`run_video` on a video file, its outputs named after ``stem`` (default: the
+    file's own stem) in ``options.output_dir``."""
+    item = InputItem(kind="video", label=str(path), path=path)
+    return run_video(session, Plan(item, stem or path.stem), options, reporter)
+
+
 def _stoppable(frames: Iterator[TimedFrame], stack: contextlib.ExitStack) -> Iterator[TimedFrame]:
     """Camera frames until Ctrl-C (handled as 'stop recording', so the video is kept).
 

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import openvino as ov
 
-from toolkit.errors import ToolkitError, UsageError
+from toolkit.errors import ToolkitError, UsageError, one_line
 from toolkit.matting.prepost import check_network_size
 
 InferencePrecision = Literal["f32", "bf16", "f16"]
@@ -235,8 +235,40 @@ def parse_precision(value: str) -> InferencePrecision:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    return one_line(exc, 300)  # the reason, not OpenVINO's source location
+
+
+def _not_an_ir(path: Path) -> str | None:
+    """What ``path`` is when it is plainly not an IR's .xml, said in the user's terms.
+
+    ``--model x.onnx`` used to fail with "x.bin is missing", which sent users looking for a
+    file that should not exist. OpenVINO could read the ONNX, but it lacks what ``convert``
+    builds into the IR (the input normalisation and the BGR->RGB reversal), so its mattes
+    would be wrong: it is named and refused instead.
+    """
+    try:
+        with path.open("rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"<"):
+        return None  # XML: OpenVINO says what is wrong with it, if anything
+    if path.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and b"onnx" in head.lower()):
+        return (
+            "an ONNX model, not an OpenVINO IR; infer runs the IR `modnet-tools convert` makes "
+            "(it has the input normalisation built in, the ONNX does not): pass that .xml"
+        )
+    if head.startswith((b"PK\x03\x04", b"\x80\x02", b"\x80\x04")) or path.suffix.lower() in (
+        ".ckpt",
+        ".pth",
+        ".pt",
+    ):
+        return (
+            "a PyTorch checkpoint, not an OpenVINO IR: make the IR with "
+            f"`modnet-tools convert --checkpoint {path}` and pass its .xml"
+        )
+    return "not an OpenVINO IR (expected the .xml file that `modnet-tools convert` writes)"
 
 
 @dataclass
@@ -297,6 +329,9 @@ class IRModel:
     def _read(xml: Path) -> ov.Model:
         if not xml.is_file():
             raise ModelError(f"{xml}: no such IR file")
+        not_ir = _not_an_ir(xml)
+        if not_ir is not None:
+            raise ModelError(f"{xml}: {not_ir}")
         if not xml.with_suffix(".bin").is_file():
             raise ModelError(f"{xml}: its weights file {xml.with_suffix('.bin').name} is missing")
         try:
@@ -307,6 +342,12 @@ class IRModel:
         if problem is not None:
             raise ModelError(f"{xml}: not a matting IR: {problem}")
         return model
+
+    def rt_value(self, *path: str) -> str | None:
+        """A value of the IR's rt_info (``rt_value("modnet_tools", "weights")``), or None."""
+        if not self._model.has_rt_info(list(path)):
+            return None
+        return str(self._model.get_rt_info(list(path)).astype(str))
 
     @staticmethod
     def _static_size(model: ov.Model) -> tuple[int, int] | None:

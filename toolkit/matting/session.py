@@ -18,6 +18,8 @@ Stable API (other modules rely on it): :meth:`MattingSession.from_xml`,
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -46,26 +48,57 @@ F32Array = npt.NDArray[np.float32]
 K = TypeVar("K")
 
 
+#: The rt_info section ``convert`` writes (toolkit.convert.pipeline.RT_SECTION; not imported
+#: from there because inference must not import the conversion stack).
+_RT_SECTION = "modnet_tools"
+
+
+class RandomWeightsWarning(UserWarning):
+    """The IR was converted from a random checkpoint: it runs, its mattes mean nothing."""
+
+
 class ModelNotFoundError(ToolkitError):
     """No converted IR where one was expected."""
 
 
-def find_ir(root: Path, name: str = DEFAULT_MODEL, precision: str | None = None) -> Path:
+def find_ir(
+    root: Path,
+    name: str = DEFAULT_MODEL,
+    precision: str | None = None,
+    *,
+    how: str = "MattingSession.from_xml(path), or from_name(root=DIR)",
+) -> Path:
     """The converted IR ``<root>/public/<name>/<PREC>/<name>.xml``; FP32 preferred, then FP16.
 
-    Raises one line telling the user how to produce it when it is not there.
+    ``precision`` is case-insensitive (``fp32`` is ``FP32``). When nothing is there, the error
+    says which files were looked for (absolute paths: "./cache" means nothing from another
+    folder), where that root came from, and ``how`` to point at a model instead (the CLI
+    passes its own options).
     """
-    wanted = [precision] if precision else list(PRECISION_PREFERENCE)
+    from toolkit.download.config import normalize_precision
+
+    wanted = [normalize_precision(precision)] if precision else list(PRECISION_PREFERENCE)
     for prec in wanted:
         xml = paths.ir_xml(root, name, prec)
         if xml.is_file():
             return xml
-    looked = paths.ir_xml(root, name, wanted[0]) if precision else paths.model_dir(root, name)
-    which = f"{name} ({precision})" if precision else name
+    looked = " or ".join(str(paths.ir_xml(root, name, p).absolute()) for p in wanted)
+    which = f"{name} ({wanted[0]})" if precision else name
     raise ModelNotFoundError(
-        f"no converted model {which} at {looked}: "
-        "run `modnet-tools download` and `modnet-tools convert` first"
+        f"no converted model {which}: looked for {looked} ({_root_origin(root)}); point at "
+        f"it with {how}, or set ${paths.HOME_ENV} to the folder `convert -o` wrote into; "
+        "or make one: `modnet-tools download` then `modnet-tools convert`"
     )
+
+
+def _root_origin(root: Path) -> str:
+    """Where the folder searched came from, so that "not found" can be understood."""
+    home = os.environ.get(paths.HOME_ENV)
+    if home and Path(home) == root:
+        return f"${paths.HOME_ENV}"
+    if root == paths.default_root():
+        return f"the default ./cache of the current folder {Path.cwd()}; ${paths.HOME_ENV} is unset"
+    return f"the folder given, {root}"
 
 
 def _check_network_size(size: tuple[int, int] | None, resize: ResizeMode) -> tuple[int, int] | None:
@@ -93,6 +126,25 @@ class MattingSession:
         #: (H, W) every frame is stretched to instead of the IR's own size (the IR is
         #: reshaped; the matte is resized back to the frame): ``--network-size``.
         self.fixed_network_size = _check_network_size(network_size, resize)
+        warning = self.weights_warning
+        if warning is not None:
+            warnings.warn(warning, RandomWeightsWarning, stacklevel=3)
+
+    @property
+    def weights(self) -> str:
+        """Where the IR's weights came from, as ``convert`` recorded it: ``released``,
+        ``random`` (``modnet-tools random-checkpoint``) or ``unknown``."""
+        return self.model.rt_value(_RT_SECTION, "weights") or "unknown"
+
+    @property
+    def weights_warning(self) -> str | None:
+        """One line saying the mattes are meaningless, for an IR made from random weights."""
+        if self.weights != "random":
+            return None
+        note = self.model.rt_value(_RT_SECTION, "warning") or (
+            "converted from a random checkpoint: its mattes are meaningless"
+        )
+        return f"{self.xml}: {note}"
 
     @classmethod
     def from_xml(

@@ -94,7 +94,7 @@ CODECS: Mapping[str, VideoCodec] = MappingProxyType(
             matte_options=_frozen(tune="psnr"),
         ),
         "vp9": VideoCodec(
-            "vp9", "libvpx-vp9", "yuv420p", None, 30, 63, (".webm", ".mkv", ".mp4"),
+            "vp9", "libvpx-vp9", "yuv420p", None, 30, 63, (".mp4", ".webm", ".mkv"),
             _frozen(deadline="realtime", **{"cpu-used": "8", "row-mt": "1"}),
         ),
         "ffv1": VideoCodec("ffv1", "ffv1", "bgr0", None, None, 0, (".mkv",), _frozen(level="3")),
@@ -152,7 +152,7 @@ def check_crf(codec: VideoCodec, crf: int | None) -> int | None:
 
 def container_extension(codec: VideoCodec, requested: str | None, source: Path | None) -> str:
     """The output extension: ``requested`` (``--video-ext``) if it holds the codec, else the
-    source's own when it does, else the codec's usual container."""
+    source's own when it does, else the codec's first (MP4 for all but FFV1)."""
     if requested is not None:
         ext = "." + requested.lower().lstrip(".")
         if ext not in CONTAINERS:
@@ -171,8 +171,24 @@ def _container_codecs(ext: str) -> frozenset[str]:
         return frozenset(probe.supported_codecs)
 
 
+#: Audio codecs MP4 and MOV hold in practice. FFmpeg's own list for them is wider (Vorbis in
+#: MP4 is "experimental", PCM in MP4 a recent extension few players read): anything else is
+#: re-encoded to AAC rather than risked.
+_ISO_AUDIO: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        ".mp4": frozenset({"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac"}),
+        ".mov": frozenset(
+            {"aac", "mp3", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s16be", "pcm_s24le"}
+        ),
+    }
+)
+
+
 def audio_needs_reencode(ext: str, audio_codec: str) -> bool:
     """Whether a container cannot hold an audio codec as it is (AAC in WebM, PCM in MP4)."""
+    allowed = _ISO_AUDIO.get(ext)
+    if allowed is not None:
+        return audio_codec not in allowed
     return audio_codec not in _container_codecs(ext)
 
 
@@ -250,10 +266,15 @@ class _AudioReencode:
         self.stream = container.add_stream(codec, rate=rate)
         self.stream.layout = "stereo" if ctx.layout.nb_channels >= 2 else "mono"
 
+        self.samples = 0
+
     def write(self, packets: Iterable[AudioPacket]) -> None:
         for audio in packets:
             for frame in audio.frames:
-                frame.pts = None  # the encoder counts samples itself, from zero
+                # Samples counted from zero, so the muxer can mark the encoder's priming
+                # and padding (an MP4 edit list) and the duration stays the input's.
+                frame.pts, frame.time_base = self.samples, Fraction(1, frame.sample_rate)
+                self.samples += frame.samples
                 self._encode(frame)
 
     def _encode(self, frame: Any) -> None:

@@ -66,13 +66,42 @@ def sniff(path: Path) -> str:
     if head.startswith(ZIP_MAGIC):
         if not zipfile.is_zipfile(path):
             raise _fail(path, f"truncated or corrupt zip-format checkpoint ({size} bytes)")
+        if _is_torchscript(path):
+            raise _fail(
+                path,
+                "a TorchScript archive (torch.jit.save), not a state_dict checkpoint: it holds "
+                "code, which is never loaded here; save its weights with "
+                "torch.save(torch.jit.load(path).state_dict(), 'modnet.ckpt') on a machine "
+                "you trust, and pass that",
+            )
         return "zip"
     if head.startswith(LEGACY_MAGIC):
         return "legacy"
+    if head.lstrip().startswith(b"<?xml") and b"<net" in head:
+        raise _fail(path, "an OpenVINO IR (.xml), not a PyTorch checkpoint: run it with --model")
+    if head[:1] == b"\x08" and (b"pytorch" in head[:200] or b"onnx" in head[:200].lower()):
+        raise _fail(
+            path,
+            "an ONNX model, not a PyTorch checkpoint: `modnet-tools convert` makes the IR from "
+            "the checkpoint (the .ckpt/.pth that `download` fetched)",
+        )
     raise _fail(
         path,
         f"not a PyTorch checkpoint: unrecognised header {head[:8].hex(' ')} "
         "(expected a torch.save file, zip or legacy format)",
+    )
+
+
+def _is_torchscript(path: Path) -> bool:
+    """torch.jit.save's zip holds ``<archive>/code/`` (the model's TorchScript source) and
+    ``<archive>/constants.pkl``; torch.save's never does."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+    return any(
+        "/code/" in f"/{name}" or name.rsplit("/", 1)[-1] == "constants.pkl" for name in names
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +29,12 @@ from toolkit.fsutil import atomic_path
 from toolkit.model.modnet import MODNet
 
 Profile = Literal["tame", "touchy"]
+
+#: Every BatchNorm's ``num_batches_tracked`` in a random checkpoint ("RAND" in ASCII). The
+#: counter plays no part in inference, a trained network's counters are its real step counts,
+#: and it is a tensor a state_dict must hold anyway: a mark that survives any ``torch.save``
+#: format, so that ``convert`` can record in the IR that its mattes are meaningless.
+RANDOM_MARK = 0x52414E44
 Format = Literal["legacy", "zip"]
 
 _PROFILES: dict[str, dict[str, float]] = {
@@ -48,7 +55,8 @@ def random_state_dict(seed: int = 0, profile: Profile = "tame") -> OrderedDict[s
         leaf = key.rsplit(".", 1)[-1]
         shape = ref.shape
         if leaf == "num_batches_tracked":
-            value = torch.tensor(int(torch.randint(1000, 100000, (1,), generator=gen)))
+            torch.randint(1000, 100000, (1,), generator=gen)  # keeps every later draw as it was
+            value = torch.tensor(RANDOM_MARK)
         elif leaf == "running_var":
             value = torch.empty(shape).uniform_(p["var_lo"], p["var_hi"], generator=gen)
         elif leaf == "running_mean":
@@ -68,6 +76,12 @@ def random_state_dict(seed: int = 0, profile: Profile = "tame") -> OrderedDict[s
         if key.startswith("lr_branch.backbone."):
             out[key] = out[key[len("lr_branch.") :]]
     return out
+
+
+def is_random_state(state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a (validated) state_dict is one :func:`random_state_dict` made."""
+    counters = [v for k, v in state.items() if k.endswith("num_batches_tracked")]
+    return bool(counters) and all(int(v) == RANDOM_MARK for v in counters)
 
 
 def write_random_checkpoint(

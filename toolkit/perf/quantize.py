@@ -39,7 +39,7 @@ import numpy.typing as npt
 
 from toolkit import __version__, paths
 from toolkit.convert.graph_rewrite import REWRITE_NAME, optimize
-from toolkit.errors import ToolkitError, UsageError, require
+from toolkit.errors import ToolkitError, UsageError, one_line, require
 from toolkit.matting.images import DEFAULT_MAX_PIXELS
 from toolkit.matting.prepost import REF_SIZE, to_network_input
 from toolkit.perf.budget import (
@@ -340,9 +340,7 @@ def quantize_ir(
     parse_ignore(ignore)
     source_xml, dest_xml = Path(source_xml), Path(dest_xml)
     if not source_xml.is_file() or not source_xml.with_suffix(".bin").is_file():
-        raise QuantizationError(
-            f"no FP32 IR at {source_xml}: run `modnet-tools convert --precision FP32` first"
-        )
+        raise _missing_fp32(source_xml)
     try:
         source = core().read_model(source_xml)
     except Exception as exc:
@@ -428,9 +426,17 @@ def _save_measured(
     return drift
 
 
+def _missing_fp32(source_xml: Path) -> QuantizationError:
+    """Where the FP32 IR was looked for (absolute: "cache/..." says nothing from elsewhere)
+    and how to point at it."""
+    return QuantizationError(
+        f"no FP32 IR at {source_xml.absolute()}: point -o (or $MODNET_TOOLS_HOME) at the "
+        "folder `convert -o` wrote, or run `modnet-tools convert --precision FP32` first"
+    )
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    return one_line(exc, 300)  # the reason, not OpenVINO's source location
 
 
 @overload
@@ -485,9 +491,7 @@ def quantize_budgeted(
 
     source_xml, dest_xml = Path(source_xml), Path(dest_xml)
     if not source_xml.is_file() or not source_xml.with_suffix(".bin").is_file():
-        raise QuantizationError(
-            f"no FP32 IR at {source_xml}: run `modnet-tools convert --precision FP32` first"
-        )
+        raise _missing_fp32(source_xml)
     if calibration is not None:
         folder_images(calibration)
     try:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from fastapi import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from toolkit.serve.errors import ApiError, error_response
 
@@ -64,9 +64,25 @@ def same_origin(origin: str, host: str) -> bool:
     return parts.scheme in ("http", "https") and parts.netloc.lower() == host.strip().lower()
 
 
+def _nosniff(send: Send) -> Send:
+    """``send`` adding ``X-Content-Type-Options: nosniff`` to every response: browsers take
+    an answer for what its Content-Type says, never for what its bytes look like."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            if not any(k.lower() == b"x-content-type-options" for k, _ in headers):
+                headers.append((b"x-content-type-options", b"nosniff"))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return wrapped
+
+
 class LoopbackGuard:
     """ASGI middleware: on a loopback server, refuse other ``Host`` names (DNS rebinding) and
-    cross-site WebSocket ``Origin`` headers, before any route runs."""
+    cross-site WebSocket ``Origin`` headers, before any route runs; mark every answer
+    ``nosniff``."""
 
     def __init__(self, app: ASGIApp, loopback_only: bool) -> None:
         self.app = app
@@ -79,7 +95,10 @@ class LoopbackGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         host = headers.get("host", "")
         problem = None
-        if self.loopback_only and host and host_name(host) not in LOOPBACK_NAMES:
+        hosts = sum(1 for k, _ in scope["headers"] if k.lower() == b"host")
+        if hosts > 1:
+            problem = "more than one Host header"
+        elif self.loopback_only and host and host_name(host) not in LOOPBACK_NAMES:
             problem = f"Host {host_name(host)[:80]!r} is not this loopback server's name"
         origin = headers.get("origin")
         if (
@@ -90,7 +109,7 @@ class LoopbackGuard:
         ):
             problem = "cross-site WebSocket refused (Origin is not this server)"
         if problem is None:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, _nosniff(send) if scope["type"] == "http" else send)
             return
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": problem[:120]})

@@ -71,9 +71,13 @@ def parse_options(
         try:
             bg = parse_background(spec)  # no loader: a client's text never names a file
         except UsageError as exc:
-            raise ApiError(
-                400, one_line(str(exc).replace("--background", "background=", 1))
-            ) from None
+            text = str(exc)
+            if "not a colour" in text:  # the CLI's text offers files, which the server never reads
+                text = (
+                    f"background={one_line(spec, 64)!r} is not a colour (#RRGGBB, R,G,B, "
+                    "bgr:B,G,R, a name such as omz or white) or blur:K"
+                )
+            raise ApiError(400, one_line(text.replace("--background", "background=", 1))) from None
     return RenderOptions(out, chosen, bg, png_compression)
 
 
