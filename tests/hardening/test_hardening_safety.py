@@ -417,6 +417,37 @@ def test_download_from_the_cache_keeps_a_non_matching_file_too(
     assert [k.read_bytes() for k in kept] == [b"\x00" * (len(model.data) + 5)]
 
 
+def test_download_never_writes_over_its_own_config_or_list(
+    http_server: FileServer, run_cli: RunCli, tmp_path: Path
+) -> None:
+    """``-o`` chosen so that a model file's path is the model.yml itself, or the --list file."""
+    from tests.download.fixtures_http import FileSpec, payload, write_model
+
+    data = payload(1000, 3)
+    url = http_server.add("/files/m1.yml", data)
+    folder = tmp_path / "o" / "public" / "m1"
+    write_model(folder, "m1", [(FileSpec("m1.yml", data), [url])])
+    config = folder / "m1.yml"
+    before = _digest(config)
+    proc = run_cli(
+        "download", "--name", "m1", "--models-dir", folder, "-o", tmp_path / "o",
+        env=fast_env(http_server),
+    )  # fmt: skip
+    _usage_error(proc, "an input of this command")
+    assert _digest(config) == before and http_server.log == []
+    url2 = http_server.add("/files/list.txt", data)
+    write_model(tmp_path / "models", "m2", [(FileSpec("list.txt", data), [url2])])
+    listed = tmp_path / "p" / "public" / "m2" / "list.txt"
+    listed.parent.mkdir(parents=True)
+    listed.write_text("m2\n")
+    proc = run_cli(
+        "download", "--list", listed, "--models-dir", tmp_path / "models", "-o", tmp_path / "p",
+        env=fast_env(http_server),
+    )  # fmt: skip
+    _usage_error(proc, "an input of this command")
+    assert listed.read_text() == "m2\n"
+
+
 def test_json_reports_stay_json(tmp_path: Path) -> None:
     """The kind sniffing behind every --json: a report replaces a report, nothing else."""
     from toolkit.errors import UsageError

@@ -299,8 +299,9 @@ def infer(
         typer.Option(
             "--crf",
             min=0,
-            max=63,  # x264/x265 stop at 51, VP9 at 63
-            help="Video quality, lower is better (default: h264 18, hevc 20, vp9 30).",
+            max=63,
+            help="Video quality, lower is better (default: h264 18, hevc 20, vp9 30; "
+            "h264/hevc 0-51, vp9 0-63).",
             show_default=False,
         ),
     ] = None,
