@@ -158,4 +158,6 @@ def serve(settings: ServeSettings, *, log_level: str = "warning", access_log: bo
         server.run(sockets=[sock])
     finally:
         sock.close()
+    if server.force_exit:  # a second Ctrl-C: requests in flight were dropped, not finished
+        raise KeyboardInterrupt
     print("stopped", file=sys.stderr, flush=True)
