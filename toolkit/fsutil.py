@@ -130,8 +130,9 @@ OUTPUT_KINDS: dict[str, frozenset[str]] = {
     "video": frozenset({"video"}),
     "checkpoint": frozenset({"checkpoint"}),
     "ir": frozenset({"ir-xml"}),
-    "weights": frozenset({"other"}),  # an IR's .bin has no signature
-    "onnx": frozenset({"other"}),  # protobuf has no signature either
+    # An IR's .bin has no signature: any bytes but a recognised other kind.
+    "weights": frozenset({"other", "text", "onnx"}),
+    "onnx": frozenset({"onnx", "other"}),
     "model-file": frozenset({"checkpoint", "other", "text"}),  # download: .pth, .py, ...
 }
 
@@ -152,8 +153,8 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
 
 def sniff_kind(path: Path) -> str:
     """What an existing file holds, from its first bytes: ``folder``, ``empty``, ``png``,
-    ``jpeg``, ``webp``, ``bmp``, ``gif``, ``tiff``, ``video``, ``checkpoint``, ``ir-xml``,
-    ``xml``, ``json``, ``text`` or ``other`` (unrecognised binary)."""
+    ``jpeg``, ``webp``, ``bmp``, ``gif``, ``tiff``, ``video``, ``checkpoint``, ``onnx``,
+    ``ir-xml``, ``xml``, ``json``, ``text`` or ``other`` (unrecognised binary)."""
     if path.is_dir():
         return "folder"
     try:
@@ -172,11 +173,15 @@ def sniff_kind(path: Path) -> str:
         return "video"
     if head[4:8] == b"ftyp":
         return "video"  # MP4 / MOV (a HEIC photo too: never a file the toolkit writes over)
+    if head[0] == 0x08 and 1 <= head[1] <= 15 and head[2:3] in (b"\x12", b"\x1a", b"\x3a"):
+        return "onnx"  # protobuf field 1 (ir_version), then producer, domain or graph
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if text.startswith((b"{", b"[")):
         return "json"
     if text.startswith(b"<"):
         return "ir-xml" if b"<net" in head else "xml"
+    if any(b < 0x20 and b not in (0x09, 0x0A, 0x0D) for b in head):
+        return "other"  # NUL and control bytes: binary, whatever decodes
     try:
         head.decode("utf-8")
     except UnicodeDecodeError:

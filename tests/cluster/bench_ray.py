@@ -5,7 +5,7 @@ on loopback, so run it as root in a private network namespace::
 
     unshare -n sh -c 'ip link set lo up && exec .venv/bin/python tests/cluster/bench_ray.py'
 
-It makes 200 different 1280x720 JPEGs (or takes ``--images DIR``), converts a random-weight
+It makes 200 different 640x480 JPEGs (or takes ``--images DIR``), converts a random-weight
 checkpoint if no model is given, starts a Ray cluster of a head with no CPUs and two worker
 nodes of one CPU each (``ray.cluster_utils.Cluster``), and runs the real CLI four times, side
 by side: local ``infer`` (every core), local ``infer`` pinned to one core, ``--ray
@@ -39,9 +39,25 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.perf.bench_infer import _images, _model  # noqa: E402
+from tests.perf.bench_infer import _model  # noqa: E402
+from toolkit.paths import sample_image  # noqa: E402
 
 _SUMMARY = re.compile(r"(\d+) frames from (\d+) inputs in ([\d.]+) s \(([\d.]+) frames/s\)")
+
+
+def make_images(folder: Path, count: int) -> None:
+    """``count`` different 640x480 JPEGs of the bundled photo (pan and zoom): the network runs
+    at 512x512 whatever the size, so this keeps decoding and encoding from dominating."""
+    import cv2
+
+    base = cv2.imread(str(sample_image()), cv2.IMREAD_COLOR)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        scale = 1.3 + 0.02 * (i % 10)
+        canvas = cv2.resize(base, None, fx=scale, fy=scale)
+        x, y = (7 * i) % 40, (5 * i) % 30
+        frame = canvas[y : y + 480, x : x + 640]
+        cv2.imwrite(str(folder / f"photo_{i:04d}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 92])
 
 
 def run(
@@ -84,7 +100,7 @@ def main() -> None:
         images = ns.images
         if images is None:
             images = work / "images"
-            _images(images, ns.count)
+            make_images(images, ns.count)
         common = [str(images.resolve()), "-m", str(xml)]
         print(f"{os.cpu_count()} CPUs; model {xml}; images {images}", flush=True)
 

@@ -282,21 +282,29 @@ class Scenarios:
 
     def kill_node(self) -> dict[str, Any]:
         out = self.work / "kill_node"
-        doomed = self.cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE)
-        self.nodes.append(doomed)
+        self.nodes.append(self.cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE))
         self.cluster.wait_for_nodes()
-        from ray._private import ray_constants
 
-        raylet = doomed.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
+        def busy_worker_node() -> Any:
+            """A node other than the head's hosting an image actor, or None."""
+            raylets = {pid: node for pid, node in self.raylet_pids().items()}
+            hosts = set(matting_workers("image").values())
+            for node in self.nodes[1:]:
+                if any(raylets.get(pid) == node.node_id for pid in hosts):
+                    return node
+            return None
+
         with FolderWatch(out) as watch:
             proc = self.infer(out, "--ray-workers", "3", inputs=self.config["images"])
             wait_for(
-                lambda: len(watch.published()) >= 2 and raylet in matting_workers("image").values(),
+                lambda: len(watch.published()) >= 2 and busy_worker_node() is not None,
                 TIMEOUT,
-                "an image actor on the third node",
+                "an image actor on a worker node",
                 proc,
             )
             published = len(watch.published())
+            doomed = busy_worker_node()
+            raylet = next(p for p, n in self.raylet_pids().items() if n == doomed.node_id)
             doomed_workers = [p for p, r in matting_workers("image").items() if r == raylet]
             self.cluster.remove_node(doomed, allow_graceful=False)
             self.nodes.remove(doomed)
@@ -309,13 +317,79 @@ class Scenarios:
         report["inodes"] = {name: len(inodes) for name, inodes in watch.inodes.items()}
         return report
 
+    # --- 5. serve --ray: the app in two Ray Serve replicas behind Ray's proxy --------------
+
+    def serve(self) -> dict[str, Any]:
+        import socket
+        import urllib.request
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        command = [
+            sys.executable, "-m", "toolkit", "serve", "-m", self.config["xml"],
+            "--port", str(port), "--replicas", "2", "--ray", self.cluster.address,
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            command,
+            cwd=self.work,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        lines: list[str] = []
+
+        def read() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                lines.append(line)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        wait_for(lambda: any(ln.startswith("serving") for ln in lines), TIMEOUT, "serving", proc)
+        replicas = {
+            pid: ppid
+            for pid, (title, ppid) in ray_processes().items()
+            if "ServeReplica" in title and "MattingReplica" in title
+        }
+        photo = Path(self.config["serve_photo"]).read_bytes()
+        answers = []
+        for _ in range(int(self.config.get("serve_requests", 6))):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/matte",
+                data=photo,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            with urllib.request.urlopen(request, timeout=120) as response:
+                answers.append(response.read())
+        alpha = self.work / "served_alpha.png"
+        alpha.write_bytes(answers[0])
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=120)
+        reader.join(timeout=10)
+        raylets = self.raylet_pids()
+        return {
+            "rc": rc,
+            "stderr": "".join(lines),
+            "replicas": len(replicas),
+            "replica_nodes": sorted({raylets.get(ppid, "?") for ppid in replicas.values()}),
+            "answers": len(answers),
+            "distinct_answers": len(set(answers)),
+            "alpha": str(alpha),
+            "left_after_stop": sum(
+                "ServeReplica" in title and "MattingReplica" in title
+                for title, _ in ray_processes().values()
+            ),
+        }
+
     def shutdown(self) -> None:
         self.cluster.shutdown()
 
 
 def main() -> None:
     config = json.loads(Path(sys.argv[1]).read_text())
-    for name in ("compare", "kill_worker", "resume", "kill_node"):
+    for name in ("compare", "kill_worker", "resume", "kill_node", "serve"):
         (Path(config["work"]) / name).mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {}
     scenarios = Scenarios(config)

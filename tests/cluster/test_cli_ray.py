@@ -56,3 +56,21 @@ def test_an_address_where_nothing_listens_fails_fast(
         "infer", sample_photo, "-m", infer_model.xml, "--ray", f"127.0.0.1:{port}", timeout=60
     )
     assert_one_line_error(proc, f"127.0.0.1:{port}", "cannot connect")
+
+
+def test_serve_on_ray_needs_a_fixed_port(run_cli: RunCli, infer_model: InferModel) -> None:
+    proc = run_cli("serve", "-m", infer_model.xml, "--port", "0", "--ray", "127.0.0.1:1")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        "error: --port 0 cannot be used with --ray: Ray's proxy needs a fixed port"
+    )
+
+
+def test_serve_on_ray_fails_fast_where_nothing_listens(
+    run_cli: RunCli, infer_model: InferModel
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = run_cli("serve", "-m", infer_model.xml, "--ray", f"127.0.0.1:{port}", timeout=60)
+    assert_one_line_error(proc, "cannot connect")

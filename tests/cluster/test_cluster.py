@@ -9,7 +9,9 @@ scenarios, shuts the cluster down and reports; each test below asserts on one sc
 * a worker process killed by its pid mid-run (an image actor, then the video's task while its
   file is being written): the run completes, every output whole and written once;
 * the whole run killed mid-way, then ``--skip-existing``: only the rest is done;
-* a whole node removed mid-run: its work is redone elsewhere and the run completes.
+* a whole node removed mid-run: its work is redone elsewhere and the run completes;
+* ``serve --ray --replicas 2``: two replicas behind Ray's proxy answer with ``infer``'s bytes,
+  and SIGTERM stops them and exits 0.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
+import numpy.typing as npt
 import pytest
 
-from tests.cluster.fixtures import Archive, LocalRun
+from tests.cluster.fixtures import Archive, LocalRun, cli
 from tests.matting.fixtures import InferModel
 
 pytestmark = pytest.mark.slow
@@ -82,7 +87,8 @@ def report(
             n for n in os.listdir(local_reference.out) if n.startswith(f"{archive.video.stem}_")
         ),
         "work": str(work),
-        "scenarios": ["compare", "kill_worker", "resume", "kill_node"],
+        "serve_photo": str(archive.photos[1]),
+        "scenarios": ["compare", "kill_worker", "resume", "serve", "kill_node"],
     }
     (work / "config.json").write_text(json.dumps(config))
     proc = in_namespace(sys.executable, str(DRIVER), str(work / "config.json"), timeout=1500)
@@ -103,10 +109,35 @@ def expected_files(local: LocalRun, without: str | None = None) -> list[str]:
     return sorted(n for n in os.listdir(local.out) if without is None or not n.startswith(without))
 
 
+def video_frames(path: Path) -> npt.NDArray[np.uint8]:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return np.asarray(frames)
+
+
 def assert_same_files(out: Path, local: LocalRun, names: list[str]) -> None:
+    """The same names; images byte-identical; videos the same frames, decoded.
+
+    A video is compared by its decoded frames, within 8/255: the H.264 files of two *local*
+    runs of the same command were seen to differ (a few frame sizes) on this loaded machine,
+    so byte equality of videos is not something a local run itself guarantees.
+    """
     assert sorted(n for n in os.listdir(out) if not n.startswith(".")) == names
     for name in names:
-        assert (out / name).read_bytes() == (local.out / name).read_bytes(), name
+        ours, theirs = out / name, local.out / name
+        if name.endswith((".png", ".jpg")):
+            assert ours.read_bytes() == theirs.read_bytes(), name
+            continue
+        a, b = video_frames(ours), video_frames(theirs)
+        assert a.shape == b.shape and len(a) > 0, (name, a.shape, b.shape)
+        difference = np.abs(a.astype(np.int16) - b)
+        assert difference.max() <= 8 and difference.mean() < 0.5, name
     assert [n for n in os.listdir(out) if n.startswith(".")] == []  # no temporaries left
 
 
@@ -213,3 +244,24 @@ def test_a_node_lost_mid_run_has_its_work_redone_elsewhere(
     assert_same_files(report["work"] / "kill_node", local_reference, names)
     counts = item_lines(part["stdout"])
     assert len(counts) == len(archive.photos) and set(counts.values()) == {1}
+
+
+def test_serve_on_ray_answers_through_ray_serve_with_infers_bytes(
+    report: dict[str, Any], archive: Archive, infer_model: InferModel, tmp_path: Path
+) -> None:
+    part = scenario(report, "serve")
+    assert part["replicas"] == 2, part["stderr"]  # two replica processes, found by title
+    assert "2 Ray Serve replica(s) on http://127.0.0.1:" in part["stderr"]
+    assert part["answers"] == 6 and part["distinct_answers"] == 1
+    # The answer is the matte a local `infer` writes for the same photo, to the last bit but
+    # for a few pixels: a replica's OpenVINO runs one image on its one CPU's thread, a local
+    # run on every core, and latency mode splits the work by thread (1/255 on ~1% of pixels).
+    local = cli("infer", archive.photos[1], "-m", infer_model.xml, "-o", "out", cwd=tmp_path)
+    assert local.returncode == 0, local.stderr
+    expected = cv2.imread(str(tmp_path / "out" / f"{archive.photos[1].stem}_alpha.png"), 0)
+    served = cv2.imread(part["alpha"], cv2.IMREAD_UNCHANGED)
+    assert served is not None and served.shape == expected.shape
+    difference = np.abs(served.astype(np.int16) - expected)
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.02
+    assert part["rc"] == 0 and part["stderr"].rstrip().endswith("stopped"), part["stderr"]
+    assert part["left_after_stop"] == 0

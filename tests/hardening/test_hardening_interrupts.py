@@ -118,12 +118,13 @@ def _conv_dir(out: Path) -> Path:
 
 def _in_export(out: Path) -> bool:
     folder = _conv_dir(out)
-    return folder.is_dir() and any(folder.glob(f".{ONNX_NAME}.*.part"))
+    # convert writes into a staging folder first (.staging.*/), verified before it is published
+    return folder.is_dir() and any(folder.glob(f".staging.*/.{ONNX_NAME}.*.part"))
 
 
 def _in_ir_step(out: Path) -> bool:
     folder = _conv_dir(out)
-    return folder.is_dir() and any(folder.glob("FP*/.staging.*"))
+    return folder.is_dir() and any(folder.glob(".staging.*/FP*/.staging.*"))
 
 
 def _assert_whole_conversion_files(out: Path) -> None:

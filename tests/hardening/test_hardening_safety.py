@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 import typer
 
-from tests.conftest import RunCli
+from tests.conftest import REPO, RunCli
+from tests.convert.fixtures import WEBCAM
 from tests.download.fixtures_http import Fault, FileServer, ModelSpec, fast_env
 from tests.helpers import assert_one_line_error
 from tests.matting.fixtures import InferModel
@@ -416,6 +417,37 @@ def test_download_from_the_cache_keeps_a_non_matching_file_too(
     assert [k.read_bytes() for k in kept] == [b"\x00" * (len(model.data) + 5)]
 
 
+def test_download_never_writes_over_its_own_config_or_list(
+    http_server: FileServer, run_cli: RunCli, tmp_path: Path
+) -> None:
+    """``-o`` chosen so that a model file's path is the model.yml itself, or the --list file."""
+    from tests.download.fixtures_http import FileSpec, payload, write_model
+
+    data = payload(1000, 3)
+    url = http_server.add("/files/m1.yml", data)
+    folder = tmp_path / "o" / "public" / "m1"
+    write_model(folder, "m1", [(FileSpec("m1.yml", data), [url])])
+    config = folder / "m1.yml"
+    before = _digest(config)
+    proc = run_cli(
+        "download", "--name", "m1", "--models-dir", folder, "-o", tmp_path / "o",
+        env=fast_env(http_server),
+    )  # fmt: skip
+    _usage_error(proc, "an input of this command")
+    assert _digest(config) == before and http_server.log == []
+    url2 = http_server.add("/files/list.txt", data)
+    write_model(tmp_path / "models", "m2", [(FileSpec("list.txt", data), [url2])])
+    listed = tmp_path / "p" / "public" / "m2" / "list.txt"
+    listed.parent.mkdir(parents=True)
+    listed.write_text("m2\n")
+    proc = run_cli(
+        "download", "--list", listed, "--models-dir", tmp_path / "models", "-o", tmp_path / "p",
+        env=fast_env(http_server),
+    )  # fmt: skip
+    _usage_error(proc, "an input of this command")
+    assert listed.read_text() == "m2\n"
+
+
 def test_json_reports_stay_json(tmp_path: Path) -> None:
     """The kind sniffing behind every --json: a report replaces a report, nothing else."""
     from toolkit.errors import UsageError
@@ -434,3 +466,166 @@ def test_json_reports_stay_json(tmp_path: Path) -> None:
     link.symlink_to(report)
     with pytest.raises(UsageError, match="input file"):
         check_output(link, "json", inputs=[report])
+
+
+# --- 8: verification never fails a correct IR on an image a user may pass --------------------
+
+
+def _verification_images(photo: np.ndarray) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    red = np.zeros((300, 400, 3), np.uint8)
+    red[..., 2] = 255
+    half = np.zeros((512, 512, 3), np.uint8)
+    half[:, 256:] = 255
+    return {
+        "black": np.zeros((512, 512, 3), np.uint8),
+        "white": np.full((512, 512, 3), 255, np.uint8),
+        "grey 127": np.full((480, 640, 3), 127, np.uint8),
+        "grey 128": np.full((512, 512, 3), 128, np.uint8),
+        "red": red,
+        "half black, half white": half,
+        "1x1 pixel": photo[200:201, 200:201].copy(),
+        "8x8 thumbnail": cv2.resize(photo, (8, 8), interpolation=cv2.INTER_AREA),
+        "uniform noise": rng.integers(0, 256, (512, 512, 3), dtype=np.uint8),
+        "a 3000x40 strip": cv2.resize(photo, (3000, 40)),
+    }
+
+
+@pytest.mark.parametrize("which", ["tame", pytest.param("touchy", marks=pytest.mark.slow)])
+def test_a_correct_ir_passes_verification_on_any_image(
+    which: str,
+    converted_tame,
+    converted_touchy,
+    photo_bgr: np.ndarray,  # type: ignore[no-untyped-def]
+) -> None:
+    from toolkit.convert.verify import verify_ir
+
+    converted = converted_tame if which == "tame" else converted_touchy
+    for name, image in _verification_images(photo_bgr).items():
+        report = verify_ir(converted.checkpoint, converted.fp32, image, onnx_path=converted.onnx)
+        assert report.passed, (name, report.failures())
+
+
+@pytest.mark.slow
+def test_a_wrong_ir_still_fails_verification_on_the_photo(
+    converted_tame,
+    photo_bgr: np.ndarray,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """The wider tolerance still catches the mistakes it is there for: the mean forgotten
+    fails on every image (flat ones included), the channel reversal on any coloured one."""
+    from toolkit.convert.mo_args import DEFAULT_MO_ARGS, parse_mo_args
+    from toolkit.convert.pipeline import Recipe, convert_onnx, recipe_mo_args
+    from toolkit.convert.verify import verify_ir
+    from toolkit.hashing import file_digest
+
+    images = _verification_images(photo_bgr)
+    for flag, names in [
+        ("--mean_values", ["black", "white", "grey 128", "red", "uniform noise"]),
+        ("--reverse_input_channels", ["red", "uniform noise"]),
+    ]:
+        mo = parse_mo_args([a for a in DEFAULT_MO_ARGS if not a.startswith(flag)])
+        recipe = Recipe(file_digest(converted_tame.checkpoint), mo_args=recipe_mo_args(mo))
+        wrong = convert_onnx(
+            converted_tame.onnx, tmp_path / flag / "FP32" / "w.xml", precision="FP32", mo=mo,
+            recipe=recipe,
+        )  # fmt: skip
+        for name in ["photo", *names]:
+            image = photo_bgr if name == "photo" else images[name]
+            assert not verify_ir(converted_tame.checkpoint, wrong, image).passed, (flag, name)
+
+
+# --- 7: options validated before any work; --force keeps earlier outputs until verified ------
+
+
+def _tree_digests(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): _digest(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+@pytest.fixture
+def converted_tree(converted_tame, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
+    """A copy of a good conversion (ONNX + FP32 + FP16 IR) as `convert -o` laid it out."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(converted_tame.root, out)
+    return out
+
+
+def test_convert_force_refuses_bad_options_before_any_work(
+    run_cli: RunCli,
+    converted_tame,
+    converted_tree: Path,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    before = _tree_digests(converted_tree)
+    ckpt = converted_tame.checkpoint
+    onnx = next(converted_tree.rglob("*.onnx"))
+    xml = next(converted_tree.rglob("FP32/*.xml"))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("text\n")
+    for args, needle in [
+        (["--verify-image", tmp_path / "missing.png"], "--verify-image"),
+        (["--verify-image", notes], "cannot read it as an image"),
+        (["--verify-image", tmp_path], "--verify-image"),
+        (["--verify-image", onnx], "input file"),  # an input that is also an output
+        (["--input-shape", "2,3,512,512"], "batch 2"),
+        (["--model-name", "."], "--model-name"),
+        (["--exporter", "magic"], "legacy or dynamo"),
+    ]:
+        proc = run_cli("convert", "--checkpoint", ckpt, "-o", converted_tree, "--force", *args)
+        _usage_error(proc, needle)
+        assert "Converting" not in proc.stdout, args  # no export was started
+        assert _tree_digests(converted_tree) == before, args
+    # A checkpoint that is one of the outputs: refused too (it would be overwritten).
+    proc = run_cli("convert", "--checkpoint", xml, "-o", converted_tree, "--force")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert _tree_digests(converted_tree) == before
+
+
+@pytest.mark.slow
+def test_convert_force_on_a_flat_image_passes_and_a_failed_run_keeps_earlier_outputs(
+    run_cli: RunCli,
+    converted_tame,
+    converted_tree: Path,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """The issue's case (--verify-image grey 128) passes now; a run whose verification does
+    fail (a wrong mean, on purpose) or is interrupted leaves the earlier outputs in place."""
+    import shutil
+
+    grey = tmp_path / "grey.png"
+    cv2.imwrite(str(grey), np.full((300, 400, 3), 128, np.uint8))
+    ckpt = converted_tame.checkpoint
+    # A model whose config forgets the mean: its conversion fails verification. Its folder
+    # holds a good earlier conversion (the webcam one under this model's names).
+    config = (REPO / "model_configs" / f"{WEBCAM}.yml").read_text(encoding="utf-8")
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "bent-model.yml").write_text(
+        config.replace("--mean_values=input[127.5, 127.5, 127.5]", "--mean_values=input[0,0,0]")
+    )
+    good = converted_tree / "public" / WEBCAM
+    bent = converted_tree / "public" / "bent-model"
+    (bent / "FP32").mkdir(parents=True)
+    shutil.copy(good / "modnet_webcam_portrait_matting.onnx", bent / "bent_model.onnx")
+    for ext in (".xml", ".bin"):
+        shutil.copy(good / "FP32" / f"{WEBCAM}{ext}", bent / "FP32" / f"bent-model{ext}")
+    before = _tree_digests(converted_tree)
+    wrong = run_cli(
+        "convert", "--models-dir", models, "--name", "bent-model", "--checkpoint", ckpt,
+        "-o", converted_tree, "--force", "--precision", "FP32",
+    )  # fmt: skip
+    assert_one_line_error(wrong, "differs from PyTorch")
+    assert _tree_digests(converted_tree) == before
+    assert not list(converted_tree.rglob(".staging.*"))
+    ok = run_cli(
+        "convert", "--checkpoint", ckpt, "-o", converted_tree, "--force", "--precision", "FP32",
+        "--verify-image", grey,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr
+    assert "wrote " in ok.stdout  # replaced, once verified

@@ -207,7 +207,7 @@ def test_max_pixels_applies_to_video_frames(
         (["--video-codec", "mpeg2"], "--video-codec must be one of h264, hevc, vp9, ffv1"),
         (["--video-ext", "webm"], "--video-ext webm cannot hold h264"),
         (["--video-ext", "avi"], "--video-ext must be one of mp4, mkv, mov, webm"),
-        (["--crf", "70"], "--crf for h264 must be 0..51"),
+        (["--crf", "60"], "--crf for h264 must be 0..51"),  # in 0..63, not in h264's range
         (["--video-codec", "ffv1", "--crf", "10"], "lossless"),
         (["--rgba-video", "gif"], "--rgba-video must be one of webm, mov, png"),
         (["--background-fit", "tile"], "--background-fit must be one of cover, contain, stretch"),

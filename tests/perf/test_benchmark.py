@@ -49,9 +49,10 @@ def test_every_candidate_is_measured_side_by_side(perf_model, perf_int8) -> None
     # The reference agrees with itself; ONNX Runtime and PyTorch agree with it at f32.
     assert rows["ov-FP32-f32"].drift_max == 0.0
     assert rows["ort-2x1"].drift_max < 1e-3 and rows["pytorch"].drift_max < 1e-3
-    # INT8 really differs (it is a different computation), and the fast row is INT8.
+    # INT8 really differs (it is a different computation); the fast row is what --fast chose.
     assert rows["ov-FP16-INT8-f32"].drift_mean > 0
-    assert rows["fast"].model == "FP16-INT8"
+    choice = rows["fast"].config["choice"]  # measured here: FP32 at bf16, INT8, or FP32 at f32
+    assert rows["fast"].model == Path(choice["xml"]).parent.name
     ratios = report.ratios()
     assert _positive(ratios["openvino_fp32_f32_vs_onnxruntime"])
     assert _positive(ratios["fast_vs_onnxruntime"])
@@ -315,3 +316,34 @@ def test_the_fp32_row_is_set_against_the_peak_and_a_boosting_cpu_is_named() -> N
     # 6.25 frames/s = 194.8 GFLOP/s: more than the nominal clock allows.
     [line] = lines(6.25)
     assert "117% of the fp32 peak" in line and "at least 3.04 GHz" in line
+
+
+def test_quick_benchmark_on_an_avx2_only_cpu_shows_what_it_runs(
+    run_cli, perf_model, perf_int8, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """``--quick`` with the override standing for an AVX2-only CPU: the instruction sets are
+    printed, no bf16 row is presented as bf16, the peak is at AVX2's width, the network-size
+    rows are measured against the full size, and the ETA is shown while it runs."""
+    report = tmp_path / "quick.json"
+    result = run_cli(
+        "benchmark", "-o", perf_model.root, "--quick", "--seconds", "0.1",
+        "--network-size", "96x64", "--network-size", "64x64", "--json", report,
+        env={CAPS_ENV: "avx2"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "instruction sets: AVX2 (no AVX-512, VNNI, bf16, AMX)" in out
+    assert "vector width: 2 x 256-bit FMA (AVX2)" in out
+    assert "peak fp32: " in out and "peak bf16" not in out
+    assert "96x64 / 512x512 throughput" not in out  # the full size is this IR's, 128x128
+    assert "96x64 / 128x128 throughput" in out and "64x64 / 128x128 throughput" in out
+    assert "about" in result.stderr and "left" in result.stderr  # the ETA
+    data = json.loads(report.read_text())
+    rows = {r["key"]: r for r in data["results"]}
+    assert "no bf16" in str(rows["ov-FP32-bf16"]["skipped"])
+    assert rows["fast"]["precision"] == "f32"  # what --fast runs on such a CPU
+    for key in ("size-96x64", "size-64x64", "ov-FP32-f32", "ov-FP16-INT8-f32"):
+        assert rows[key]["skipped"] is None and rows[key]["throughput_median_fps"] > 0, key
+    assert rows["size-64x64"]["drift_mean"] > 0  # a smaller input is a different matte
+    assert "pytorch" not in rows and data["settings"]["quick"] is True
+    assert data["machine"]["instruction_sets"] == ["AVX2"]

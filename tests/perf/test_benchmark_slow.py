@@ -26,7 +26,8 @@ def test_quantize_and_benchmark_the_512_model(run_cli, converted_tame, tmp_path:
     shutil.copyfile(converted_tame.onnx, folder / converted_tame.onnx.name)
     shutil.copyfile(converted_tame.checkpoint, folder / "modnet_webcam_portrait_matting.ckpt")
 
-    quantized = run_cli("quantize", "-o", root, "--subset-size", "4")
+    # A fixed scope (the budget search is tested in test_budget.py; here it would add minutes).
+    quantized = run_cli("quantize", "-o", root, "--subset-size", "4", "--ignore", "fusion+norm")
     assert quantized.returncode == 0, quantized.stderr
     assert (folder / "FP16-INT8" / f"{name}.xml").is_file()
 
@@ -73,7 +74,8 @@ def test_quantize_and_benchmark_the_512_model(run_cli, converted_tame, tmp_path:
     assert rows["ov-FP32-f32"]["drift_max"] == 0.0
     assert rows["ort-2x1"]["drift_max"] < 1e-3 and rows["pytorch"]["drift_max"] < 1e-3
     assert rows["fast-u8"]["drift_max"] == pytest.approx(rows["fast"]["drift_max"], abs=1e-3)
-    assert 0 < rows["fast"]["drift_mean"] < 0.05
+    # What --fast chose on this CPU within its 1/255 budget (0 when that is the FP32 IR at f32).
+    assert 0 <= rows["fast"]["drift_mean"] < 0.05
     ratios = data["ratios"]
     for key in (
         "openvino_fp32_f32_vs_onnxruntime",

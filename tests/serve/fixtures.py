@@ -97,13 +97,13 @@ def serve_root(converted_tame) -> Path:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def server(serve_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """The server with small limits so that the bad-input tests are quick: 2 MiB uploads,
-    4 MP images, 3 s per request."""
+    """The server with small limits so that the bad-input tests are quick: 24 MiB uploads
+    (room for the model's tensor as JSON, about 19 MB), 4 MP images, 3 s per request."""
     srv = start_server(
         serve_root,
         tmp_path_factory.mktemp("serve"),
         "--max-upload-mb",
-        "2",
+        "24",
         "--max-pixels",
         "4000000",
         "--request-timeout",

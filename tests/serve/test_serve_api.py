@@ -139,6 +139,8 @@ def test_page_static_files_and_info(server: ServerProcess) -> None:
         assert r.status_code == 200 and kind in r.headers["content-type"], name
     assert page.headers["x-content-type-options"] == "nosniff"
     assert httpx.get(f"{server.url}/v1/nothing").headers["x-content-type-options"] == "nosniff"
+    schema = httpx.get(f"{server.url}/openapi.json").json()
+    assert "/v1/matte" in schema["paths"] and "/v2/models/{model}/infer" in schema["paths"]
     info = httpx.get(f"{server.url}/v1/info").json()
     assert info["model"] == MODEL and info["input"] == [1, 3, 512, 512]
     assert info["token_required"] is False
@@ -156,6 +158,7 @@ def test_v2_health_and_metadata(server: ServerProcess) -> None:
     assert meta["name"] == MODEL
     assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [1, 3, 512, 512]}]
     assert meta["outputs"] == [{"name": "output", "datatype": "FP32", "shape": [1, 1, 512, 512]}]
+    assert httpx.get(f"{base}/models/{MODEL}/versions/1").json() == meta
     assert httpx.get(f"{base}/models/{MODEL}/ready").status_code == 200
     assert httpx.get(f"{base}/models/{MODEL}/versions/1/ready").status_code == 200
     assert httpx.get(f"{base}").json()["extensions"] == ["binary_tensor_data"]

@@ -84,6 +84,8 @@ def test_two_apps_in_one_process_keep_their_own_settings(serve_root: Path) -> No
         ("::1", True),
         ("[::1]", True),
         ("localhost", True),
+        ("127.1", True),
+        ("::ffff:127.0.0.1", True),
         ("0.0.0.0", False),
         ("::", False),
         ("192.168.1.5", False),
@@ -123,3 +125,54 @@ def test_render_options() -> None:
         with pytest.raises(ApiError) as err:
             parse_options(*args)
         assert err.value.status == 400
+
+
+def test_many_background_colours_do_not_grow_memory() -> None:
+    """Each composite colour gets lookup tables; a server's clients can ask for millions."""
+    import numpy as np
+
+    from toolkit.matting import prepost
+
+    frame = np.zeros((8, 8, 3), np.uint8)
+    alpha = np.full((8, 8), 128, np.uint8)
+    for i in range(200):
+        bg = prepost.Background(color=(i, 255 - i, 7)).render(frame)
+        out = prepost.composite(frame, alpha, bg)
+        assert int(out[0, 0, 0]) == (i * 127 + 127) // 255
+    assert len(prepost._BLEND_TABLES) <= prepost._BLEND_TABLES_KEPT
+
+
+def test_pixel_budget_and_queue_places_last_until_the_work_ends(serve_root: Path) -> None:
+    """A second image waits while the first holds the budget; a job's place and pixels come
+    back only when its thread work has finished, even if the request gave up first."""
+    import asyncio
+    import threading
+
+    from toolkit.serve.engine import Engine
+
+    engine = Engine(ServeSettings(xml=_xml(serve_root), max_pixels=1000, max_queue=4))
+    release = threading.Event()
+
+    async def scenario() -> None:
+        with engine.admit() as first:
+            await first.reserve(800)
+            with engine.admit() as second:
+                waiting = asyncio.ensure_future(second.reserve(800))
+                await asyncio.sleep(0.2)
+                assert not waiting.done()  # 800 + 800 > 1000
+                slow = asyncio.ensure_future(first.cpu(release.wait, 30))
+                await asyncio.sleep(0.1)
+                slow.cancel()  # the request gives up; its thread goes on
+        # first's handler has returned, but its thread still runs: place and pixels kept
+        assert engine.admitted >= 1 and engine.pixels_in_use >= 800
+        assert not waiting.done()
+        release.set()
+        await asyncio.wait_for(waiting, 10)  # now the second gets its pixels
+        await asyncio.sleep(0.1)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+        engine.close()
+    assert engine.admitted == 0

@@ -164,6 +164,13 @@ def test_multipart_without_a_file_field(server: ServerProcess) -> None:
         timeout=60,
     )
     _error(r, 400, "'file'")
+    two = [("file", ("a.png", PHOTO)), ("file", ("b.png", PHOTO))]
+    _error(httpx.post(f"{server.url}/v1/matte", files=two, timeout=60), 400, "too many files")
+    fields = {f"f{i}": "x" for i in range(20)}
+    r = httpx.post(
+        f"{server.url}/v1/matte", data=fields, files={"file": ("a.png", PHOTO)}, timeout=60
+    )
+    _error(r, 400, "too many fields")
     bad = b'--xyz\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc'  # never closed
     r = httpx.post(
         f"{server.url}/v1/matte",
@@ -176,14 +183,14 @@ def test_multipart_without_a_file_field(server: ServerProcess) -> None:
 
 
 def test_oversized_uploads_are_refused_before_reading(server: ServerProcess) -> None:
-    big = PHOTO + b"\x00" * (3 * 1024 * 1024)
+    big = PHOTO + b"\x00" * (25 * 1024 * 1024)
     r = httpx.post(
         f"{server.url}/v1/matte", content=big, headers={"Content-Type": "image/png"}, timeout=60
     )
     _error(r, 413, "limit")
 
     def chunks():  # chunked: no Content-Length, the running size trips the limit
-        for _ in range(40):
+        for _ in range(260):
             yield b"\x00" * 100_000
 
     r = httpx.post(
@@ -288,7 +295,10 @@ def test_cross_site_websocket_is_refused(server: ServerProcess) -> None:
 
 
 def _v2(
-    server: ServerProcess, body: bytes, headers: dict[str, str] | None = None, model: str = MODEL
+    server: ServerProcess,
+    body: bytes,
+    headers: dict[str, str | bytes] | None = None,
+    model: str = MODEL,
 ) -> httpx.Response:
     return httpx.post(
         f"{server.url}/v2/models/{model}/infer", content=body, headers=headers or {}, timeout=60
@@ -440,3 +450,62 @@ def test_connections_without_headers_are_closed(server: ServerProcess) -> None:
         assert time.monotonic() - started < 25
         sock.close()
     _still_serving(server)
+
+
+def test_hostile_json_numbers_and_headers(server: ServerProcess) -> None:
+    """Python's JSON parser raises ValueError (not JSONDecodeError) on a 5000-digit integer;
+    ``'²'.isdigit()`` is true but ``int('²')`` fails."""
+    huge = (
+        b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3, 512, 512], "data": ['
+        + b"1" * 5000
+        + b"]}]}"
+    )
+    _error(_v2(server, huge), 400, "not valid JSON")
+    _error(
+        _v2(server, b"{}", {"Inference-Header-Content-Length": "\u00b2".encode()}),
+        400,
+        "byte count",
+    )
+    n = 3 * 512 * 512
+    _error(_v2(server, _v2_json(data=[True] * n)), 400, "numbers only")
+    _error(_v2(server, _v2_json(data=["1"] * n)), 400, "numbers only")
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": "input", "shape": [1, 3, 512, 512], "datatype": "FP32", "data": [0.0] * n}
+            ],
+            "parameters": {"binary_data_output": "false"},
+        }
+    ).encode()
+    _error(_v2(server, body), 400, "true or false")
+    over = _v2_json(data=[0.0] * n) + b" " * (25 * 1024 * 1024)  # over --max-upload-mb 24
+    _error(_v2(server, over), 413, "limit")
+    _still_serving(server)
+
+
+def test_repeated_query_parameters_and_hosts(server: ServerProcess) -> None:
+    r = httpx.post(
+        f"{server.url}/v1/matte?output=rgba&output=alpha",
+        content=PHOTO,
+        headers={"Content-Type": "image/png"},
+    )
+    _error(r, 400, "more than once")
+    sock = _raw(server)
+    sock.sendall(
+        b"GET /v1/info HTTP/1.1\r\nHost: evil.example\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    assert _read_response(sock).startswith(b"HTTP/1.1 403")
+    sock.close()
+    _still_serving(server)
+
+
+def test_live_socket_survives_hostile_settings(server: ServerProcess) -> None:
+    from websockets.sync.client import connect
+
+    with connect(server.url.replace("http://", "ws://") + "/v1/live") as ws:
+        ws.send('{"output": ' + "1" * 5000 + "}")
+        assert "not valid JSON" in json.loads(ws.recv(timeout=10))["error"]
+        ws.send("[" * 100000)
+        assert "nested too deeply" in json.loads(ws.recv(timeout=10))["error"]
+        ws.send(json.dumps({"format": "png"}))
+        assert json.loads(ws.recv(timeout=10))["ok"]

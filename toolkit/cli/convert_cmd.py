@@ -137,7 +137,13 @@ def convert(
 
     The IR takes BGR pixels 0..255 (float32, NCHW, input `input`) and returns the matte in `output`.
     """
-    from toolkit.convert.plan import describe, plan_job, resolve_precisions, run_job
+    from toolkit.convert.plan import (
+        check_options,
+        describe,
+        plan_job,
+        resolve_precisions,
+        run_job,
+    )
     from toolkit.download.config import discover, select
     from toolkit.paths import default_root
 
@@ -173,6 +179,8 @@ def convert(
         return
     require("torch", "convert")
     require("onnx", "convert")
+    for job in jobs:  # every option of every model checked before the first export
+        check_options(job, verify=not no_verify, verify_image=verify_image)
     failed: list[tuple[str, ToolkitError]] = []
     for job in jobs:
         try:

@@ -41,6 +41,24 @@ def _models(
     return select(known, names=name, all_models=all_models, list_file=list_file)
 
 
+def _check_outputs(configs: list[ModelConfig], root: Path, list_file: Path | None) -> None:
+    """Before any request: no file this run would write is one of its inputs (the
+    ``--list`` file, a model.yml), e.g. ``-o`` pointing into the models folder."""
+    from toolkit.download.runner import model_file_path
+    from toolkit.fsutil import FileSet
+
+    inputs = FileSet([*(c.path for c in configs), *([list_file] if list_file else [])])
+    for config in configs:
+        for model_file in config.files:
+            dest = model_file_path(config, root, model_file.name)
+            source = inputs.find(dest)
+            if source is not None:
+                raise UsageError(
+                    f"-o {root}: {config.name}'s file {dest} would be written over {source}, "
+                    "an input of this command"
+                )
+
+
 def _check_mirror(mirror: str | None) -> str | None:
     if not mirror:
         return None
@@ -165,6 +183,7 @@ def download(
         return
     wanted = parse_precisions(precisions)
     mirror = _check_mirror(mirror)
+    _check_outputs(configs, output_dir if output_dir is not None else default_root(), list_file)
     if cache_dir is not None and not usable_cache(cache_dir):
         typer.echo(
             f"warning: --cache-dir {cache_dir} is not a folder; downloading without the cache",

@@ -298,7 +298,10 @@ def infer(
         int | None,
         typer.Option(
             "--crf",
-            help="Video quality, lower is better (default: h264 18, hevc 20, vp9 30).",
+            min=0,
+            max=63,
+            help="Video quality, lower is better (default: h264 18, hevc 20, vp9 30; "
+            "h264/hevc 0-51, vp9 0-63).",
             show_default=False,
         ),
     ] = None,
@@ -413,12 +416,15 @@ def infer(
         typer.Option(
             "--ray-workers",
             min=1,
+            max=4096,
             help="--ray: image workers (default: as many as the cluster's CPUs allow).",
         ),
     ] = None,
     ray_cpus: Annotated[
         int,
-        typer.Option("--ray-cpus", min=1, help="--ray: CPUs each worker reserves and uses."),
+        typer.Option(
+            "--ray-cpus", min=1, max=1024, help="--ray: CPUs each worker reserves and uses."
+        ),
     ] = 1,
 ) -> None:
     """Cut out people: writes <stem>_alpha.png (8-bit matte at the input's size) and

@@ -299,6 +299,23 @@ def benchmark(
             help="Held-out images for the matte difference from the FP32 IR at f32.",
         ),
     ] = 8,
+    network_size: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--network-size",
+            metavar="WxH",
+            help="Network sizes to measure the FP32 IR at (repeatable; default 384x384, "
+            "320x192, 256x256; 'none' for none), each against 512x512: speed and drift.",
+        ),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="About two minutes: FP32 and INT8 IRs, the fast path, the network sizes and "
+            "ONNX Runtime; 3 short rounds, 4 drift images, no FP16, PyTorch or video.",
+        ),
+    ] = False,
     json_file: JsonFile = None,
     device: Device = "CPU",
 ) -> None:
@@ -309,6 +326,7 @@ def benchmark(
 
     from rich.console import Console
 
+    from toolkit.matting.prepost import parse_network_size
     from toolkit.paths import default_root
     from toolkit.perf.benchmark import (
         INFERENCE_PRECISIONS,
@@ -322,6 +340,12 @@ def benchmark(
     )
 
     _check_name(name)
+    sizes_asked = network_size or ["384x384", "320x192", "256x256"]
+    sizes = [] if sizes_asked == ["none"] else [parse_network_size(v) for v in sizes_asked]
+    if quick:  # explicit options still win where given
+        precision = precision or ["FP32", "FP16-INT8"]
+        rounds, seconds, drift_images = min(rounds, 3), min(seconds, 0.5), min(drift_images, 4)
+        video_frames, no_pytorch = (0 if video is None else video_frames), True
     irs = list(dict.fromkeys(p.strip().upper() for p in (precision or IR_PRECISIONS)))
     for p in irs:
         if p not in IR_PRECISIONS:
@@ -341,6 +365,7 @@ def benchmark(
         "root": str(root),
         "name": name,
         "command": " ".join(["modnet-tools", *sys.argv[1:]]),
+        "quick": quick,
     }
     with video_file(video_frames, video) as clip:
         bench = plan(
@@ -356,6 +381,8 @@ def benchmark(
             explore=explore,
             video=clip,
             device=device,
+            network_sizes=sizes,
+            onnxruntime_configs=1 if quick else None,
         )
         report = run_benchmark(
             bench,

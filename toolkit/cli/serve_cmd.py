@@ -120,6 +120,22 @@ def serve(
     access_log: Annotated[
         bool, typer.Option("--access-log/--no-access-log", help="Log every request on stderr.")
     ] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="[ADDRESS]",
+            help="Serve from Ray Serve replicas behind Ray's proxy (at --host/--port, on the "
+            "head node): auto, HOST:PORT, ray://HOST:PORT, or nothing for a local cluster.",
+            show_default=False,
+        ),
+    ] = None,
+    replicas: Annotated[
+        int, typer.Option("--replicas", min=1, max=1024, help="--ray: replicas of the app.")
+    ] = 1,
+    ray_cpus: Annotated[
+        int, typer.Option("--ray-cpus", min=1, help="--ray: CPUs each replica reserves and uses.")
+    ] = 1,
 ) -> None:
     """Serve the model over HTTP: POST /v1/matte, the Open Inference Protocol (KServe v2) at
     /v2, and a web page with live webcam matting at /. Loopback only unless --host says
@@ -174,4 +190,11 @@ def serve(
         request_timeout=request_timeout,
         ws_idle_timeout=ws_idle_timeout,
     )
+    if ray is not None:
+        from toolkit.cluster.connect import check_address
+        from toolkit.cluster.serve import ServeCluster, serve_on_ray
+
+        require("ray", "ray")
+        serve_on_ray(settings, ServeCluster(check_address(ray), replicas, ray_cpus))
+        return
     run_server(settings, access_log=access_log, log_level="info" if access_log else "warning")

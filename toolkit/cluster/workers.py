@@ -28,6 +28,12 @@ from toolkit.matting.runtime import InferencePrecision, core
 from toolkit.matting.session import MattingSession
 
 
+def limit_threads(device: str, threads: int) -> None:
+    """Give this worker's OpenVINO (CPU) ``threads`` threads, the CPUs Ray reserved for it."""
+    if device.startswith("CPU"):
+        core().set_property("CPU", {"INFERENCE_NUM_THREADS": threads})
+
+
 @dataclass(frozen=True)
 class SessionSpec:
     """How each worker opens its session (the IR path must be the same on every node)."""
@@ -41,8 +47,7 @@ class SessionSpec:
     threads: int = 1
 
     def open(self) -> MattingSession:
-        if self.device.startswith("CPU"):
-            core().set_property("CPU", {"INFERENCE_NUM_THREADS": self.threads})
+        limit_threads(self.device, self.threads)
         return MattingSession.from_xml(
             self.xml,
             device=self.device,

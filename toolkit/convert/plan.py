@@ -9,14 +9,17 @@ skipping any file whose recorded recipe matches (unless forced) and verifying th
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shlex
 import shutil
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from toolkit.convert.export import (
     DEFAULT_INPUT_SHAPE,
@@ -301,17 +304,17 @@ def run_job(
 ) -> JobResult:
     """Export, convert each precision, verify; skip whatever is already up to date.
 
-    If any step fails, including verification (``tolerance`` defaults to
-    :data:`toolkit.convert.verify.FP32_TOLERANCE`), the files this run wrote are removed again.
+    Every option is checked first (:func:`preflight`). The new files are written into a
+    staging folder and verified there (``tolerance`` defaults to
+    :data:`toolkit.convert.verify.FP32_TOLERANCE`); only then do they replace the earlier
+    outputs, so a failed, interrupted or refused run (even with ``force``) leaves the
+    previous good ONNX and IRs exactly as they were.
     Runs into the same model folder take turns (a lock file in it): otherwise one could
     replace an IR the other is verifying, or leave one run's .xml beside the other's .bin.
     """
     from toolkit.download.lock import file_lock
-    from toolkit.model.checkpoint import sniff
 
-    if not job.checkpoint.exists():
-        raise _missing(job)
-    sniff(job.checkpoint)
+    preflight(job, verify=verify, verify_image=verify_image)
 
     def waiting() -> None:
         reporter.info(f"  waiting for another convert into {job.conv_dir} to finish")
@@ -325,6 +328,45 @@ def run_job(
             verify_image=verify_image,
             tolerance=tolerance,
         )
+
+
+def preflight(job: ConvertJob, *, verify: bool, verify_image: Path | None) -> None:
+    """Every check that needs no conversion, before any work (the CLI runs it for every
+    selected model before the first export): the checkpoint is there and is a checkpoint, the
+    verification image reads, and no output would land on an input or a file of another kind."""
+    from toolkit.model.checkpoint import sniff
+
+    if not job.checkpoint.exists():
+        raise _missing(job)
+    sniff(job.checkpoint)
+    check_options(job, verify=verify, verify_image=verify_image)
+
+
+def check_options(job: ConvertJob, *, verify: bool, verify_image: Path | None) -> None:
+    """The part of :func:`preflight` that is about the command line rather than one model's
+    files (a usage error, exit 2): the verification image and where the outputs would go."""
+    from toolkit.fsutil import check_output
+
+    inputs = [job.checkpoint, *([verify_image] if verify_image is not None else [])]
+    check_output(job.onnx_path, "onnx", inputs=inputs)
+    for precision in job.precisions:
+        xml = job.xml_path(precision)
+        check_output(xml, "ir", inputs=inputs)
+        check_output(xml.with_suffix(".bin"), "weights", inputs=inputs)
+    if verify and verify_image is not None:
+        _read_verify_image(verify_image)
+
+
+def _read_verify_image(path: Path) -> Any:
+    """The verification photo as BGR uint8, or one usage line (exit 2) saying why not."""
+    import cv2
+
+    if not path.is_file():
+        raise UsageError(f"--verify-image {path}: no such file")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise UsageError(f"--verify-image {path}: cannot read it as an image")
+    return image
 
 
 def _run_job_locked(
@@ -354,31 +396,30 @@ def _run_job_locked(
     ]
     result.up_to_date += [job.xml_path(p) for p in job.precisions if p not in pending]
     onnx_current = read_onnx_record(job.onnx_path) == recipe.onnx_record()
-    written: list[Path] = []
     if not pending and onnx_current and not force:
         reporter.heading(f"{job.name}: up to date (use --force to redo)")
         result.up_to_date.insert(0, job.onnx_path)
         return result
-    if verify:
-        planned = [job.xml_path(p) for p in pending]
-        if force or not onnx_current:
-            planned.insert(0, job.onnx_path)
-        _mark_unverified(job, planned)
-    try:
+    # Everything is written into a staging folder beside the outputs and verified there; only
+    # then does it replace the earlier outputs, which a failed or interrupted run never touches.
+    with _stage(job) as stage:
+        staged: dict[Path, Path] = {}  # final path -> staged path
+        onnx_source = job.onnx_path
         reporter.heading(f"Converting {job.name} to ONNX")
         if force or not onnx_current:
             start = time.perf_counter()
+            onnx_source = stage / job.onnx_path.name
             export_checkpoint(
                 job.checkpoint,
-                job.onnx_path,
+                onnx_source,
                 input_shape=job.input_shape,
                 exporter=job.exporter,
                 opset=job.opset,
                 metadata={ONNX_RECORD_KEY: recipe.onnx_record()},
             )
             result.seconds["onnx"] = time.perf_counter() - start
-            written.append(job.onnx_path)
-            reporter.info(f"  wrote {job.onnx_path} ({result.seconds['onnx']:.1f} s)")
+            staged[job.onnx_path] = onnx_source
+            reporter.info(f"  exported {job.onnx_path.name} ({result.seconds['onnx']:.1f} s)")
         else:
             result.up_to_date.insert(0, job.onnx_path)
             reporter.info(f"  up to date: {job.onnx_path}")
@@ -386,10 +427,11 @@ def _run_job_locked(
             label = " and ".join(pending)
             reporter.heading(f"Converting {job.name} to IR ({label})")
             start = time.perf_counter()
-            targets = {p: job.xml_path(p) for p in pending}
-            for xml in convert_onnx_precisions(job.onnx_path, targets, mo=job.mo, recipe=recipe):
-                written.append(xml)
-                reporter.info(f"  wrote {xml}")
+            targets = {p: stage / p / job.xml_path(p).name for p in pending}
+            convert_onnx_precisions(onnx_source, targets, mo=job.mo, recipe=recipe)
+            for p, xml in targets.items():
+                staged[job.xml_path(p)] = xml
+                reporter.info(f"  converted {job.xml_path(p).relative_to(job.conv_dir)}")
             result.seconds["ir"] = time.perf_counter() - start
             reporter.info(f"  ({result.seconds['ir']:.1f} s)")
         for path in result.up_to_date[1:]:
@@ -397,20 +439,39 @@ def _run_job_locked(
         if verify:
             reporter.heading(f"Verifying {job.name}")
             start = time.perf_counter()
-            result.report = _verify(job, verify_image, tolerance)
+            xmls = {p: staged.get(job.xml_path(p), job.xml_path(p)) for p in job.precisions}
+            result.report = _verify(job, verify_image, tolerance, xmls, onnx_source)
             result.seconds["verify"] = time.perf_counter() - start
             reporter.verify_report(result.report)
-            result.report.raise_for_failures()
-    except BaseException:
-        # Whatever this run wrote is suspect (or failed verification): remove it, so that a
-        # rerun does not find a bad file that claims to be up to date.
-        for path in written:
-            _remove_output(path)
-        _unverified_marker(job).unlink(missing_ok=True)
-        raise
-    _unverified_marker(job).unlink(missing_ok=True)
-    result.written = written
+            result.report.raise_for_failures()  # the earlier outputs stay as they were
+        for final, path in staged.items():
+            _publish(path, final)
+            result.written.append(final)
+            reporter.info(f"  wrote {final}")
     return result
+
+
+@contextlib.contextmanager
+def _stage(job: ConvertJob) -> Iterator[Path]:
+    """A fresh hidden folder in the model folder (same file system: publishing is a rename),
+    removed afterwards whatever happened; a killed run's is swept by the next run."""
+    job.conv_dir.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=".staging.", dir=job.conv_dir))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _publish(staged: Path, final: Path) -> None:
+    """Move a verified staged output onto its final path. For an IR the old ``.xml`` goes
+    first, then the new ``.bin`` and the new ``.xml``: an old ``.xml`` never meets a new
+    ``.bin`` (it would load and compute garbage)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.suffix == ".xml":
+        final.unlink(missing_ok=True)
+        os.replace(staged.with_suffix(".bin"), final.with_suffix(".bin"))
+    os.replace(staged, final)
 
 
 def _recipe(job: ConvertJob) -> Recipe:
@@ -439,6 +500,7 @@ def _stale_temporaries(job: ConvertJob) -> list[Path]:
     writing these right now.
     """
     found = sorted(job.conv_dir.glob(f".{job.onnx_path.name}.*.part"))
+    found += sorted(p for p in job.conv_dir.glob(".staging.*") if p.is_dir())
     for precision in job.precisions:
         if precision not in CONVERTIBLE:
             continue
@@ -466,20 +528,10 @@ def _unverified_marker(job: ConvertJob) -> Path:
     return job.conv_dir / ".convert-unverified"
 
 
-def _mark_unverified(job: ConvertJob, paths: Sequence[Path]) -> None:
-    """Record, before writing, which files this run will produce and has yet to verify.
-
-    A run killed after writing an IR but before its verification passed would otherwise leave
-    a file whose recipe matches, and the next run would call it up to date unverified.
-    """
-    from toolkit.fsutil import atomic_write_bytes
-
-    names = [p.relative_to(job.conv_dir).as_posix() for p in paths]
-    atomic_write_bytes(_unverified_marker(job), "".join(f"{n}\n" for n in names).encode())
-
-
 def _discard_unverified(job: ConvertJob, reporter: Reporter) -> None:
-    """Remove what a killed run wrote but never verified, so this run redoes it."""
+    """Remove what a killed run of an earlier version (which wrote in place and left this
+    marker until its verification passed) wrote but never verified, so this run redoes it.
+    Runs now verify in a staging folder and write no marker."""
     marker = _unverified_marker(job)
     try:
         names = marker.read_text(encoding="utf-8").split()
@@ -502,21 +554,22 @@ def _remove_output(path: Path) -> None:
         path.with_suffix(".bin").unlink(missing_ok=True)
 
 
-def _verify(job: ConvertJob, image_path: Path | None, tolerance: float | None) -> VerifyReport:
-    import cv2
-
+def _verify(
+    job: ConvertJob,
+    image_path: Path | None,
+    tolerance: float | None,
+    xmls: dict[str, Path],
+    onnx: Path,
+) -> VerifyReport:
     from toolkit.convert.verify import FP32_TOLERANCE, verify_ir
     from toolkit.paths import sample_image
 
-    path = image_path or sample_image()
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise UsageError(f"cannot read the verification image {path}")
+    image = _read_verify_image(image_path or sample_image())
     order = sorted(job.precisions, key=lambda p: p != "FP32")  # FP32 first: it sets the size
     return verify_ir(
         job.checkpoint,
-        [job.xml_path(p) for p in order],
+        [xmls[p] for p in order],
         image,
-        onnx_path=job.onnx_path,
+        onnx_path=onnx,
         tolerance=FP32_TOLERANCE if tolerance is None else tolerance,
     )

@@ -6,11 +6,22 @@ IR normalises and reverses channels itself) at ``INFERENCE_PRECISION_HINT=f32``,
 built-in preprocessing is checked too: a missing channel reversal or a wrong mean shows up as
 a large difference.
 
-Tolerance, from measurements on the bundled astronaut photo (see the README's table): an FP32
-IR stays within 8e-5 (max abs) of PyTorch even on a deliberately touchy random checkpoint, and
-ONNX Runtime within 7e-5; a wrong preprocessing step moves the matte by 1e-2 or more. 1e-3
-leaves a 10x margin over the noise and is still 10x below any real mistake. FP16 (or INT8)
-weights drift by up to 0.1 on a touchy checkpoint, so their drift is reported, not judged.
+Measure and tolerance: a backend passes when its matte is within ``FP32_TOLERANCE`` of
+PyTorch's at every pixel (max abs) *and* within ``MEAN_TOLERANCE`` on average (mean abs). They
+are chosen so that no image a user may pass fails a correct IR, from measurements on two random
+checkpoints (a calm one and a deliberately touchy one) over the bundled photo, black, white,
+grey 127 and 128, pure red, an 8x8 thumbnail and uniform noise (README, "Verification"):
+
+* a correct FP32 IR differs by at most 7e-5 on photos and noise, but by up to 8.8e-3 (max) and
+  3.1e-4 (mean) on flat images: MODNet's instance normalisation divides by a variance that is
+  zero there, and OpenVINO computes it in another order than PyTorch, so rounding is amplified;
+* a wrong IR (channel reversal or mean forgotten, another checkpoint) differs by at least 0.36
+  (max) and 2.7e-2 (mean) on every image that can show the mistake at all (no flat grey image
+  can show a channel swap).
+
+3e-2 and 2e-3 sit at least 3.4x above the worst correct result and 9x below the least wrong
+one. FP16 (or INT8) weights drift by up to 0.1 on a touchy checkpoint, so their drift is
+reported, not judged.
 """
 
 from __future__ import annotations
@@ -31,7 +42,12 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 #: Max abs matte difference allowed for FP32 IRs (and ONNX Runtime) against PyTorch.
-FP32_TOLERANCE = 1e-3
+FP32_TOLERANCE = 3e-2
+#: Mean abs matte difference allowed (a wrong IR moves the whole matte, noise a few pixels).
+MEAN_TOLERANCE = 2e-3
+#: The most pixels a dynamic IR is verified at: a large photo is scaled down to fit (the
+#: network needs about 300 bytes a pixel).
+MAX_VERIFY_PIXELS = 1024 * 1024
 SIZE_MULTIPLE = 32
 
 
@@ -54,12 +70,17 @@ class BackendResult:
     path: str | None = None
     skipped: str | None = None
 
-    def ok(self, tolerance: float) -> bool:
+    def ok(self, tolerance: float, mean_tolerance: float = MEAN_TOLERANCE) -> bool:
         if self.skipped is not None:
             return True
         if self.error is not None:
             return False
-        return not self.judged or (self.max_abs is not None and self.max_abs <= tolerance)
+        return not self.judged or (
+            self.max_abs is not None
+            and self.max_abs <= tolerance
+            and self.mean_abs is not None
+            and self.mean_abs <= mean_tolerance
+        )
 
 
 @dataclass(frozen=True)
@@ -69,10 +90,11 @@ class VerifyReport:
     image_size: tuple[int, int]
     tolerance: float
     results: tuple[BackendResult, ...] = field(default_factory=tuple)
+    mean_tolerance: float = MEAN_TOLERANCE
 
     @property
     def passed(self) -> bool:
-        return all(r.ok(self.tolerance) for r in self.results)
+        return all(r.ok(self.tolerance, self.mean_tolerance) for r in self.results)
 
     def failures(self) -> list[str]:
         """One line per failing backend, naming it and the number that failed."""
@@ -82,10 +104,11 @@ class VerifyReport:
                 continue
             if r.error is not None:
                 out.append(f"{r.backend} ({r.precision}) failed to run: {r.error}")
-            elif not r.ok(self.tolerance):
+            elif not r.ok(self.tolerance, self.mean_tolerance):
                 out.append(
                     f"{r.backend} ({r.precision}) differs from PyTorch by {r.max_abs:.3g} "
-                    f"(max abs), more than the tolerance {self.tolerance:g}"
+                    f"(max abs; tolerance {self.tolerance:g}) and {r.mean_abs:.3g} on average "
+                    f"(tolerance {self.mean_tolerance:g})"
                 )
         return out
 
@@ -115,7 +138,10 @@ class VerifyReport:
         from rich.table import Table
 
         h, w = self.image_size
-        table = Table(title=f"Matte vs PyTorch on a {w}x{h} photo (tolerance {self.tolerance:g})")
+        table = Table(
+            title=f"Matte vs PyTorch on a {w}x{h} photo (tolerance {self.tolerance:g} max, "
+            f"{self.mean_tolerance:g} mean)"
+        )
         for col in ("backend", "precision", "max |diff|", "mean |diff|", "time (ms)", "result"):
             table.add_column(col, justify="left" if col in ("backend", "result") else "right")
         for r in self.results:
@@ -126,7 +152,8 @@ class VerifyReport:
             elif r.max_abs is None:
                 status = "reference"
             elif r.judged:
-                status = "[green]ok[/green]" if r.ok(self.tolerance) else "[red]FAIL[/red]"
+                passed = r.ok(self.tolerance, self.mean_tolerance)
+                status = "[green]ok[/green]" if passed else "[red]FAIL[/red]"
             else:
                 status = "drift (reported)"
             table.add_row(
@@ -159,9 +186,11 @@ def _fit(image_bgr: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
         )
     h, w = image_bgr.shape[:2]
     if size is None:
+        scale = min(1.0, (MAX_VERIFY_PIXELS / (h * w)) ** 0.5)  # a 24 MP photo would need 7 GB
+        sh, sw = max(1, int(h * scale)), max(1, int(w * scale))
         size = (
-            max(SIZE_MULTIPLE, h // SIZE_MULTIPLE * SIZE_MULTIPLE),
-            max(SIZE_MULTIPLE, w // SIZE_MULTIPLE * SIZE_MULTIPLE),
+            max(SIZE_MULTIPLE, sh // SIZE_MULTIPLE * SIZE_MULTIPLE),
+            max(SIZE_MULTIPLE, min(sw, 8192) // SIZE_MULTIPLE * SIZE_MULTIPLE),
         )
     if (h, w) == size:
         return image_bgr

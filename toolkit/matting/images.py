@@ -16,9 +16,11 @@ is one :class:`InputError` with a one-line message naming the file.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import io
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -384,16 +386,36 @@ def decode_image(
     return _decode(io.BytesIO(data), label, max_pixels, min_side)
 
 
+def decoded_size(
+    data: bytes, label: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = MIN_SIDE
+) -> tuple[int, int]:
+    """(width, height) of an image held in memory, from its header, with the limits of
+    :func:`decode_image` applied: what a server checks before it spends memory on decoding."""
+    if not data:
+        raise InputError(f"{label}: the image is empty (0 bytes)")
+    with _opened(io.BytesIO(data), label) as im:
+        _check_size(label, im.width, im.height, max_pixels, min_side)
+        return im.width, im.height
+
+
 def _decode(source: Path | BinaryIO, label: str, max_pixels: int, min_side: int) -> U8Image:
     """Decode a file or an in-memory image to upright BGR uint8, or raise one InputError."""
+    with _opened(source, label) as im:
+        _check_size(label, im.width, im.height, max_pixels, min_side)
+        # exif_transpose copies even an upright image: only call it when a tag says so.
+        if im.getexif().get(_ORIENTATION, 1) in range(2, 9):
+            return _pillow_to_bgr(ImageOps.exif_transpose(im))
+        return _pillow_to_bgr(im)
+
+
+@contextlib.contextmanager
+def _opened(source: Path | BinaryIO, label: str) -> Iterator[Image.Image]:
+    """The image opened by Pillow; whatever goes wrong while it is open, in here or in the
+    caller's block, comes out as one InputError naming ``label``."""
     _register_heif()
     try:
         with Image.open(source) as im:
-            _check_size(label, im.width, im.height, max_pixels, min_side)
-            # exif_transpose copies even an upright image: only call it when a tag says so.
-            if im.getexif().get(_ORIENTATION, 1) in range(2, 9):
-                return _pillow_to_bgr(ImageOps.exif_transpose(im))
-            return _pillow_to_bgr(im)
+            yield im
     except InputError:
         raise
     except UnidentifiedImageError:

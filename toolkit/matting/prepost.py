@@ -18,6 +18,7 @@ The alpha is always returned at the input's size; compositing follows the demo's
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -385,6 +386,10 @@ def composite(frame: U8Image, alpha8: U8Image, background: U8Image) -> U8Image:
 
 
 _BLEND_TABLES: dict[tuple[int, ...], npt.NDArray[np.uint8]] = {}
+#: Colours whose tables are kept (192 KiB each): a server's clients may ask for any of 16.7
+#: million colours, and an unbounded cache would grow with each new one.
+_BLEND_TABLES_KEPT = 16
+_BLEND_LOCK = threading.Lock()
 
 
 def _blend_tables(colour: tuple[int, ...]) -> npt.NDArray[np.uint8]:
@@ -396,7 +401,10 @@ def _blend_tables(colour: tuple[int, ...]) -> npt.NDArray[np.uint8]:
         tables = np.stack(
             [((v * a + c * (255 - a) + 127) // 255).astype(np.uint8).ravel() for c in colour]
         )
-        _BLEND_TABLES[colour] = tables
+        with _BLEND_LOCK:
+            while len(_BLEND_TABLES) >= _BLEND_TABLES_KEPT:
+                del _BLEND_TABLES[next(iter(_BLEND_TABLES))]  # the oldest
+            _BLEND_TABLES[colour] = tables
     return tables
 
 

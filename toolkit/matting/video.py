@@ -158,6 +158,11 @@ class VideoReader:
         width, height = int(ctx.width or 0), int(ctx.height or 0)
         if width <= 0 or height <= 0:
             raise InputError(f"{self.label}: the video stream has no frame size (corrupt?)")
+        if min(width, height) < MIN_SIDE:  # from the header: nothing decoded yet
+            raise InputError(
+                f"{self.label}: frames are too small ({width}x{height}); each side "
+                f"needs at least {MIN_SIDE} pixels"
+            )
         if width * height > max_pixels:
             raise InputError(
                 f"{self.label}: frames of {width}x{height} are {width * height:,} pixels, over "
@@ -224,7 +229,13 @@ class VideoReader:
             for frame in decoded:
                 pts = self._pts(frame, index, last_pts)
                 last_pts, index = pts, index + 1
-                image = _to_bgr(frame)
+                try:
+                    image = _to_bgr(frame)
+                except (ValueError, av.error.FFmpegError) as exc:
+                    name = frame.format.name
+                    raise InputError(
+                        f"{self.label}: cannot convert its {name} frames ({_reason(exc)})"
+                    ) from None
                 if held is not None and image.shape != held.image.shape:
                     image = _resized(image, held.image.shape)
                 if held is not None:

@@ -119,6 +119,7 @@ def plan(
     device: str = "CPU",
     network_sizes: Sequence[tuple[int, int]] = (),
     fast_budget: Budget | None = None,
+    onnxruntime_configs: int | None = None,
 ) -> Plan:
     """The candidates for model ``name`` under ``root`` (``convert``'s output dir); with
     ``video``, the end-to-end runs of ``infer`` on it (default path and fast mode). ``explore``
@@ -210,7 +211,8 @@ def plan(
                 )
             )
         else:
-            for streams in sorted({1, cores}):
+            configs = sorted({1, cores}, reverse=True)[: onnxruntime_configs or None]
+            for streams in sorted(configs):
                 row = Row(
                     f"ort-{streams}x{max(1, cores // streams)}",
                     label,
@@ -397,6 +399,11 @@ def run_benchmark(
             video.measure(max_frames=8)  # warm-up: compiles, opens the codecs, fills caches
         except ToolkitError as exc:
             video.row.error = str(exc)
+    per_round = len(ready) * (seconds * 1.5 + 0.3) + len(bench.video) * 10.0
+    progress.message(
+        f"measuring {len(ready)} candidates x {rounds} rounds: about "
+        f"{int(per_round * rounds // 60)}:{int(per_round * rounds % 60):02d} (an estimate)"
+    )
     measuring = time.perf_counter()
     try:
         for r in range(rounds):
@@ -433,7 +440,13 @@ def run_benchmark(
     return BenchmarkReport(
         [c.row for c in bench.candidates] + bench.skipped,
         [v.row for v in bench.video],
-        {"rounds": rounds, "seconds": seconds, "drift_images": drift_images, **(settings or {})},
+        {
+            "rounds": rounds,
+            "seconds": seconds,
+            "drift_images": drift_images,
+            "size": list(bench.size),
+            **(settings or {}),
+        },
         machine,
     )
 

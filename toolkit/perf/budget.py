@@ -56,6 +56,9 @@ SEARCH_MARGIN = 0.8
 #: Validation images the search measures on (a third generated set, see calibration.py).
 DEFAULT_VALIDATION = 8
 RT_BUDGET = ["modnet_tools", "budget"]
+#: An INT8 IR must beat the FP32 IR by this much, side by side, to be worth writing (less is
+#: within what a shared machine's noise gives between two identical networks).
+MIN_SPEEDUP = 1.05
 
 
 class BudgetNotMet(ToolkitError):
@@ -249,40 +252,56 @@ class _Judge:
         )
 
 
-def throughput(
-    model: ov.Model | str | Path,
+class _Busy:
+    """One network compiled with the THROUGHPUT hint and its request pool, kept busy on
+    demand: compiled once, measured in several windows."""
+
+    def __init__(self, model: ov.Model | str | Path, device: str, precision: str) -> None:
+        import openvino as ov
+
+        from toolkit.matting.runtime import core
+
+        compiled = core().compile_model(
+            model, device, {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "THROUGHPUT"}
+        )
+        self._queue = ov.AsyncInferQueue(
+            compiled, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        )
+        self._done = 0
+
+        def count(request: Any, userdata: Any) -> None:
+            self._done += 1
+
+        self._queue.set_callback(count)
+
+    def fps(self, tensor: F32Array, seconds: float) -> float:
+        for _ in range(len(self._queue)):  # fill the pool before the window opens
+            self._queue.start_async({0: tensor})
+        self._queue.wait_all()
+        self._done = 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            self._queue.start_async({0: tensor})
+        self._queue.wait_all()
+        return self._done / (time.perf_counter() - start)
+
+
+def side_by_side(
+    models: Sequence[tuple[ov.Model | str | Path, str]],
     tensor: F32Array,
     device: str,
-    seconds: float = 1.5,
     *,
-    precision: str = "f32",
-) -> float:
-    """Frames/s with OpenVINO's THROUGHPUT hint, requests kept busy for ``seconds``."""
-    import openvino as ov
-
-    from toolkit.matting.runtime import core
-
-    compiled = core().compile_model(
-        model, device, {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "THROUGHPUT"}
-    )
-    queue = ov.AsyncInferQueue(
-        compiled, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    )
-    for _ in range(len(queue)):  # warm-up
-        queue.start_async({0: tensor})
-    queue.wait_all()
-    done = 0
-
-    def count(request: Any, userdata: Any) -> None:
-        nonlocal done
-        done += 1
-
-    queue.set_callback(count)
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        queue.start_async({0: tensor})
-    queue.wait_all()
-    return done / (time.perf_counter() - start)
+    rounds: int = 3,
+    seconds: float = 1.0,
+) -> list[float]:
+    """Median frames/s of each (model, inference precision), measured in alternating
+    windows (A, B, A, B...) so that a busy moment on a shared machine hurts all alike."""
+    busy = [_Busy(model, device, precision) for model, precision in models]
+    samples: list[list[float]] = [[] for _ in busy]
+    for _ in range(max(1, rounds)):
+        for index, entry in enumerate(busy):
+            samples[index].append(entry.fps(tensor, seconds))
+    return [float(np.median(values)) for values in samples]
 
 
 # --- the search ----------------------------------------------------------------------------
@@ -361,11 +380,11 @@ def search(
         result.seconds = time.perf_counter() - started
         raise _not_met(result, "only the float network stays within it")
     progress("measuring the speed of the FP32 IR and the budgeted INT8 IR side by side")
-    tensor = validation[0]
-    result.fp32_fps = throughput(source, tensor, device)
-    result.int8_fps = throughput(model, tensor, device)
+    result.fp32_fps, result.int8_fps = side_by_side(
+        [(source, "f32"), (model, "f32")], validation[0], device
+    )
     result.seconds = time.perf_counter() - started
-    if require_faster and result.int8_fps <= result.fp32_fps:
+    if require_faster and result.int8_fps <= result.fp32_fps * MIN_SPEEDUP:
         raise _not_met(
             result,
             f"the INT8 IR within it ({len(reverted)} of {len(groups)} stages in float) runs "

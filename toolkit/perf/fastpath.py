@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from toolkit import paths
 from toolkit.errors import ToolkitError, UsageError
 from toolkit.fsutil import atomic_path
-from toolkit.perf.budget import Budget
+from toolkit.perf.budget import MIN_SPEEDUP, Budget
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -48,6 +48,7 @@ INT8_PRECISION = "FP16-INT8"
 #: Held-out images each candidate's drift is measured on, and the throughput window.
 CHOICE_IMAGES = 4
 CHOICE_SECONDS = 1.0
+CHOICE_ROUNDS = 2
 CACHE_NAME = "fast-choice.json"
 
 #: ``infer --fast``'s help text: what it does, what it may cost.
@@ -185,17 +186,16 @@ def _cpu_model() -> str:
     return ""
 
 
-def _measure(
+def _drift(
     variant: Variant,
     images: Sequence[npt.NDArray[Any]],
     references: Sequence[npt.NDArray[Any]],
     device: str,
-) -> tuple[float, float, float, float]:
-    """(throughput, drift mean, p99, max) of one variant against the reference mattes."""
+) -> tuple[float, float, float]:
+    """(mean, p99, max) |matte difference| of one variant against the reference mattes."""
     import numpy as np
 
     from toolkit.matting.runtime import core
-    from toolkit.perf.budget import throughput
 
     compiled = core().compile_model(
         str(variant.xml), device, {"INFERENCE_PRECISION_HINT": variant.precision}
@@ -207,10 +207,7 @@ def _measure(
             for x, ref in zip(images, references, strict=True)
         ]
     )
-    fps = throughput(
-        str(variant.xml), images[0], device, CHOICE_SECONDS, precision=variant.precision
-    )
-    return fps, float(diffs.mean()), float(np.quantile(diffs, 0.99)), float(diffs.max())
+    return float(diffs.mean()), float(np.quantile(diffs, 0.99)), float(diffs.max())
 
 
 def choose_fast(
@@ -228,6 +225,7 @@ def choose_fast(
 
     from toolkit.matting.prepost import to_network_input
     from toolkit.matting.runtime import core
+    from toolkit.perf.budget import side_by_side
     from toolkit.perf.calibration import holdout_set
 
     budget = budget or Budget()
@@ -250,10 +248,16 @@ def choose_fast(
     progress(f"measuring {len(candidates) + 1} variants for --fast on this CPU (once)")
     measured: list[dict[str, Any]] = []
     results: list[tuple[Variant, tuple[float, float, float, float]]] = []
-    for variant in (base, *candidates):
-        numbers = _measure(variant, images, refs, device)
-        results.append((variant, numbers))
-        fps, mean, p99, worst = numbers
+    speeds = side_by_side(
+        [(str(v.xml), v.precision) for v in (base, *candidates)],
+        images[0],
+        device,
+        rounds=CHOICE_ROUNDS,
+        seconds=CHOICE_SECONDS,
+    )
+    for variant, fps in zip((base, *candidates), speeds, strict=True):
+        mean, p99, worst = _drift(variant, images, refs, device)
+        results.append((variant, (fps, mean, p99, worst)))
         measured.append(
             {
                 "label": variant.label,
@@ -269,7 +273,7 @@ def choose_fast(
     baseline_fps = results[0][1][0]
     fitting = [(v, n) for v, n in results if budget.admits(n[1], n[2])]
     winner, (fps, mean, p99, worst) = max(fitting, key=lambda item: item[1][0])
-    if winner is not base and fps <= baseline_fps:
+    if winner is not base and fps <= baseline_fps * MIN_SPEEDUP:
         winner, (fps, mean, p99, worst) = results[0]
     choice = FastChoice(
         winner.label if winner is not base else BASELINE_LABEL,

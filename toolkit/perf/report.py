@@ -438,7 +438,7 @@ def summary_lines(report: BenchmarkReport) -> list[str]:
             f"infer --fast matte vs FP32 IR at f32: mean |diff| {fast.drift_mean:.4f}, "
             f"max {_fmt(fast.drift_max, '.3f')}"
         )
-    lines += _size_lines(rows)
+    lines += _size_lines(rows, report.settings.get("size") or (512, 512))
     for video in report.video:
         ratio = ratios.get(f"video_{video.key}_vs_raw")
         if ratio is not None:
@@ -493,10 +493,11 @@ def cpu_line(machine: dict[str, Any]) -> str:
     )
 
 
-def _size_lines(rows: dict[str, Row]) -> list[str]:
-    """Each network size against 512x512 (the FP32 IR at f32): speed ratio and matte drift."""
-    full = rows.get("ov-FP32-f32")
-    base = full.throughput() if full is not None and full.ok else None
+def _size_lines(rows: dict[str, Row], full_size: Sequence[int]) -> list[str]:
+    """Each network size against the IR's own (the FP32 IR at f32): speed ratio and drift."""
+    full = f"{full_size[1]}x{full_size[0]}"
+    reference = rows.get("ov-FP32-f32")
+    base = reference.throughput() if reference is not None and reference.ok else None
     lines = []
     for key, row in rows.items():
         if not key.startswith("size-") or not row.ok:
@@ -506,8 +507,8 @@ def _size_lines(rows: dict[str, Row]) -> list[str]:
         if ratio is None:
             continue
         lines.append(
-            f"{key[5:]} / 512x512 throughput (FP32 IR at f32): {ratio:.2f}x; matte vs the "
-            f"512x512 matte (upsampled): mean |diff| {_fmt(row.drift_mean, '.4f')}, "
+            f"{key[5:]} / {full} throughput (FP32 IR at f32): {ratio:.2f}x; matte vs the "
+            f"{full} matte (upsampled): mean |diff| {_fmt(row.drift_mean, '.4f')}, "
             f"max {_fmt(row.drift_max, '.3f')}"
         )
     return lines

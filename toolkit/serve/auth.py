@@ -95,7 +95,10 @@ class LoopbackGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         host = headers.get("host", "")
         problem = None
-        if self.loopback_only and host and host_name(host) not in LOOPBACK_NAMES:
+        hosts = sum(1 for k, _ in scope["headers"] if k.lower() == b"host")
+        if hosts > 1:
+            problem = "more than one Host header"
+        elif self.loopback_only and host and host_name(host) not in LOOPBACK_NAMES:
             problem = f"Host {host_name(host)[:80]!r} is not this loopback server's name"
         origin = headers.get("origin")
         if (

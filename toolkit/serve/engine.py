@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -69,7 +70,14 @@ class Engine:
         self._cpu = ThreadPoolExecutor(max(1, settings.workers), thread_name_prefix="serve-cpu")
         self._slots: asyncio.Semaphore | None = None
         self.admitted = 0
-        self._seconds_per_image = 0.1  # refined as requests complete; feeds Retry-After
+        self._seconds_per_job = 0.5  # refined as requests complete; feeds Retry-After
+        # Pixels of images being decoded, matted or encoded at once: an image under the pixel
+        # limit can still take gigabytes (a 70 MP 16-bit RGBA PNG of 0.5 MB: about 3 GB), so
+        # images together may hold at most one limit's worth (one such image, or many small).
+        self.pixel_budget = settings.max_pixels
+        self.pixels_in_use = 0
+        self._budget_cond: asyncio.Condition | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -78,29 +86,50 @@ class Engine:
     # --- admission ------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
-        """Hold one of the ``max_queue`` places for the duration; raise QueueFull if none is free.
+    def admit(self) -> Iterator[Job]:
+        """One of the ``max_queue`` places, as a :class:`Job`; QueueFull at once if none is free.
 
-        Called on the event loop only (no lock needed)."""
+        The place (and the pixels the job reserved) is given back when the job's threads have
+        finished, not when the handler returns: a request answered 503 at its deadline while
+        its image is still being decoded keeps counting until the decoding ends, so the queue
+        bounds the work really in progress. Called on the event loop only (no lock needed)."""
         if self.admitted >= self.settings.max_queue:
             raise QueueFull(self.retry_after())
         self.admitted += 1
+        job = Job(self)
         try:
-            yield
+            yield job
         finally:
-            self.admitted -= 1
+            job.finish()
 
     def retry_after(self) -> int:
-        """Seconds until the queue has drained by a pool's worth: at least 1 (HTTP counts whole
-        seconds)."""
-        backlog = self.admitted * self._seconds_per_image / max(1, self.requests)
-        return max(1, math.ceil(backlog))
+        """Seconds until the queue has drained by a pool's worth, from the time whole requests
+        have been taking: at least 1 (HTTP counts whole seconds), at most the request timeout."""
+        backlog = self.admitted * self._seconds_per_job / max(1, self.requests)
+        return int(
+            min(max(1, math.ceil(backlog)), max(1, math.ceil(self.settings.request_timeout)))
+        )
+
+    def _job_done(self, job: Job, seconds: float) -> None:
+        self.admitted -= 1
+        self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * seconds
+        if job.pixels:
+            self.pixels_in_use -= job.pixels
+            task = asyncio.ensure_future(self._budget_changed())
+            self._tasks.add(task)  # keep a reference until it ran
+            task.add_done_callback(self._tasks.discard)
+
+    def _budget(self) -> asyncio.Condition:
+        if self._budget_cond is None:
+            self._budget_cond = asyncio.Condition()
+        return self._budget_cond
+
+    async def _budget_changed(self) -> None:
+        cond = self._budget()
+        async with cond:
+            cond.notify_all()
 
     # --- work -----------------------------------------------------------------------------
-
-    async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run CPU work (decode, resize, encode) in the server's thread pool."""
-        return await asyncio.get_running_loop().run_in_executor(self._cpu, fn, *args)
 
     async def infer(self, tensor: F32Array) -> F32Array:
         """The IR's output for one 1 x 3 x H x W tensor, through the asynchronous pool."""
@@ -110,10 +139,9 @@ class Engine:
         slots = self._slots
         await slots.acquire()
         future: asyncio.Future[F32Array] = loop.create_future()
-        started = loop.time()
         try:
             # Never blocks: the semaphore guarantees an idle request.
-            self._pool.start_async({0: tensor}, (loop, future, slots, started))
+            self._pool.start_async({0: tensor}, (loop, future, slots))
         except BaseException:
             slots.release()
             raise
@@ -121,25 +149,22 @@ class Engine:
 
     def _on_done(self, request: ov.InferRequest, userdata: Any) -> None:
         """OpenVINO's thread: copy the output and hand it to the loop."""
-        loop, future, slots, started = userdata
+        loop, future, slots = userdata
         result: F32Array | BaseException
         try:
             result = np.array(request.get_output_tensor(0).data, dtype=np.float32)
         except BaseException as exc:  # handed to the waiting request, never lost in C++
             result = exc
         with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody waits
-            loop.call_soon_threadsafe(self._settle, future, slots, result, started)
+            loop.call_soon_threadsafe(self._settle, future, slots, result)
 
+    @staticmethod
     def _settle(
-        self,
         future: asyncio.Future[F32Array],
         slots: asyncio.Semaphore,
         result: F32Array | BaseException,
-        started: float,
     ) -> None:
         slots.release()
-        elapsed = asyncio.get_running_loop().time() - started
-        self._seconds_per_image = 0.9 * self._seconds_per_image + 0.1 * elapsed
         if future.done():  # the client went away or timed out
             return
         if isinstance(result, BaseException):
@@ -147,14 +172,61 @@ class Engine:
         else:
             future.set_result(result)
 
-    async def matte(self, bgr: npt.NDArray[np.uint8]) -> F32Array:
+    async def matte(self, bgr: npt.NDArray[np.uint8], job: Job) -> F32Array:
         """The float matte of one BGR frame at its size: ``MattingSession.matte``'s steps, with
-        the inference on the pool."""
-        tensor = await self.run_cpu(self.session.preprocess, bgr)
+        the inference on the pool and the resizing in the job's threads."""
+        tensor = await job.cpu(self.session.preprocess, bgr)
         raw = await self.infer(tensor)
-        return await self.run_cpu(self.session.postprocess, raw, bgr.shape[0], bgr.shape[1])
+        return await job.cpu(self.session.postprocess, raw, bgr.shape[0], bgr.shape[1])
 
     def close(self) -> None:
         """Wait for the requests in flight, then stop the CPU threads."""
         self._pool.wait_all()
         self._cpu.shutdown(wait=True)
+
+
+class Job:
+    """One admitted request: its CPU work (tracked, so the place is kept until it ends) and
+    the pixels it reserved."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.pixels = 0
+        self.started = time.monotonic()
+        self._pending: set[asyncio.Future[Any]] = set()
+
+    async def cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run CPU work (decode, resize, encode) in the server's threads. If the request is
+        cancelled (its deadline), the work still runs to its end and the job keeps its place
+        until then."""
+        future = asyncio.get_running_loop().run_in_executor(self.engine._cpu, fn, *args)
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+        return await asyncio.shield(future)
+
+    async def reserve(self, pixels: int) -> None:
+        """Wait until ``pixels`` more fit in the engine's pixel budget (an image alone always
+        fits: it is under the pixel limit), then hold them until the job ends."""
+        engine = self.engine
+        cond = engine._budget()
+        async with cond:
+            await cond.wait_for(
+                lambda: (
+                    engine.pixels_in_use == 0
+                    or engine.pixels_in_use + pixels <= engine.pixel_budget
+                )
+            )
+            engine.pixels_in_use += pixels
+            self.pixels += pixels
+
+    def finish(self) -> None:
+        """Give the place and the pixels back once every thread of the job has finished."""
+        pending = [f for f in self._pending if not f.done()]
+
+        def release(_: object = None) -> None:
+            self.engine._job_done(self, time.monotonic() - self.started)
+
+        if not pending:
+            release()
+        else:
+            asyncio.gather(*pending, return_exceptions=True).add_done_callback(release)

@@ -7,6 +7,9 @@ and turn a library :class:`~toolkit.matting.images.InputError` into 413/415/422 
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -31,6 +34,17 @@ def one_line(text: str, limit: int = 300) -> str:
     """Messages go back to clients: one line, control characters removed, bounded."""
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def load_json(data: bytes | str, what: str) -> Any:
+    """Parse client JSON, or ApiError 400. Python's parser raises more than JSONDecodeError on
+    hostile input: RecursionError (deep nesting), ValueError (integers over 4300 digits)."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ApiError(400, f"{what} is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors too
+        raise ApiError(400, f"{what} is not valid JSON: {one_line(str(exc), 120)}") from None
 
 
 def from_input_error(exc: InputError) -> ApiError:

@@ -15,7 +15,6 @@ The protocol, kept small enough to implement in a page without a library:
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -23,12 +22,12 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from toolkit.errors import ToolkitError
-from toolkit.matting.images import decode_image
 from toolkit.serve.auth import token_matches
 from toolkit.serve.engine import Engine, QueueFull
-from toolkit.serve.errors import ApiError, one_line
-from toolkit.serve.render import RenderOptions, parse_options, render
+from toolkit.serve.errors import ApiError, load_json, one_line
+from toolkit.serve.render import RenderOptions, parse_options
 from toolkit.serve.timing import deadline_in, wait_until
+from toolkit.serve.v1 import matte_upload
 
 POLICY_VIOLATION = 1008
 TOO_BIG = 1009
@@ -54,10 +53,7 @@ def router(engine: Engine) -> APIRouter:
 
     def apply(text: str, options: RenderOptions) -> tuple[RenderOptions, str | None]:
         """New settings from a text message, and the token it carried."""
-        try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
-            raise ApiError(400, "a text message must be a JSON object of settings") from None
+        data = load_json(text, "a text message")
         if not isinstance(data, dict):
             raise ApiError(400, "a text message must be a JSON object of settings")
         unknown = sorted(set(data) - {"token", "output", "background", "format"})
@@ -81,12 +77,9 @@ def router(engine: Engine) -> APIRouter:
             await ws.close(TOO_BIG, "frame over the upload limit")
             raise _Closed
         try:
-            with engine.admit():
+            with engine.admit() as job:
                 deadline = deadline_in(settings.request_timeout)
-                decode = functools.partial(decode_image, max_pixels=settings.max_pixels)
-                image = await engine.run_cpu(decode, data, "frame")
-                alpha = await wait_until(engine.matte(image), deadline)
-                payload = await engine.run_cpu(render, image, alpha, options)
+                payload = await wait_until(matte_upload(job, data, "frame", options), deadline)
         except QueueFull as exc:
             await ws.send_text(json.dumps({"error": str(exc), "retry_after": exc.retry_after}))
             return

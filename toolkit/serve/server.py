@@ -116,13 +116,13 @@ def serve(settings: ServeSettings, *, log_level: str = "warning", access_log: bo
     """Load the model, listen, serve until SIGTERM/SIGINT, drain, return."""
     import uvicorn
 
+    sock = bind(settings.host, settings.port)  # a taken port fails before the model loads
     if settings.token is None and not is_loopback(settings.host):
         print(
             f"warning: listening on {settings.host}, beyond this machine, with no token: anyone "
             "who reaches it can use it (set MODNET_TOOLS_TOKEN or --token)",
             file=sys.stderr,
         )
-    sock = bind(settings.host, settings.port)  # a taken port fails before the model loads
     try:
         app = create_app(settings)
     except BaseException:
@@ -133,7 +133,7 @@ def serve(settings: ServeSettings, *, log_level: str = "warning", access_log: bo
         log_level=log_level,
         access_log=access_log,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        timeout_graceful_shutdown=int(settings.request_timeout) + 1,
+        timeout_graceful_shutdown=int(settings.request_timeout) + 5,
         ws_max_size=settings.max_upload_bytes + 4096,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
@@ -158,4 +158,6 @@ def serve(settings: ServeSettings, *, log_level: str = "warning", access_log: bo
         server.run(sockets=[sock])
     finally:
         sock.close()
+    if server.force_exit:  # a second Ctrl-C: requests in flight were dropped, not finished
+        raise KeyboardInterrupt
     print("stopped", file=sys.stderr, flush=True)

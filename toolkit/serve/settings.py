@@ -7,6 +7,7 @@ limit, 30 s to send a request, a queue of 32 requests in front of the IR.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,10 +62,17 @@ class ServeSettings:
 
 
 def is_loopback(host: str) -> bool:
-    """True for addresses only this machine reaches (127.0.0.0/8, ::1, ``localhost``)."""
-    if host.lower() == "localhost":
-        return True
+    """True when every address ``host`` names is one only this machine reaches (127.0.0.0/8,
+    ::1, IPv4-mapped 127.x; ``127.1``, ``localhost.`` and the like resolve to those)."""
+    name = host.strip("[]")
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
         return False
+    addresses = {ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos}
+
+    def loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        mapped = getattr(address, "ipv4_mapped", None)
+        return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+    return bool(addresses) and all(loopback(a) for a in addresses)

@@ -14,14 +14,26 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from toolkit.matting.images import decode_image
+from toolkit.matting.images import decode_image, decoded_size
 from toolkit.serve.body import image_from_body, read_body
-from toolkit.serve.engine import Engine
+from toolkit.serve.engine import Engine, Job
 from toolkit.serve.errors import ApiError, one_line
-from toolkit.serve.render import parse_options, render
+from toolkit.serve.render import RenderOptions, parse_options, render
 from toolkit.serve.timing import deadline_in, wait_until
 
 QUERY_PARAMETERS = frozenset({"output", "background", "format"})
+
+
+async def matte_upload(job: Job, data: bytes, label: str, options: RenderOptions) -> bytes:
+    """An encoded image in, the encoded answer out: its size checked from the header, its
+    pixels reserved in the engine's budget, then decoded, matted and rendered as ``infer``
+    does. Every step counts against the caller's deadline."""
+    limit = job.engine.settings.max_pixels
+    width, height = await job.cpu(functools.partial(decoded_size, max_pixels=limit), data, label)
+    await job.reserve(width * height)
+    frame = await job.cpu(functools.partial(decode_image, max_pixels=limit), data, label)
+    alpha = await job.engine.matte(frame, job)
+    return await job.cpu(render, frame, alpha, options)
 
 
 def router(engine: Engine, guard: Callable[[Request], Awaitable[None]]) -> APIRouter:
@@ -45,15 +57,19 @@ def router(engine: Engine, guard: Callable[[Request], Awaitable[None]]) -> APIRo
         unknown = sorted(set(request.query_params) - QUERY_PARAMETERS)
         if unknown:
             raise ApiError(400, f"unknown query parameter {one_line(unknown[0], 40)!r}")
+        repeated = sorted(
+            k for k in set(request.query_params) if len(request.query_params.getlist(k)) > 1
+        )
+        if repeated:
+            raise ApiError(
+                400, f"query parameter {one_line(repeated[0], 40)!r} given more than once"
+            )
         options = parse_options(output, fmt, background, settings.png_compression)
         deadline = deadline_in(settings.request_timeout)
-        with engine.admit():
+        with engine.admit() as job:
             body = await read_body(request, settings.max_upload_bytes, deadline)
             data, label = await image_from_body(request, body)
-            decode = functools.partial(decode_image, max_pixels=settings.max_pixels)
-            frame = await engine.run_cpu(decode, data, label)
-            alpha = await wait_until(engine.matte(frame), deadline)
-            payload = await engine.run_cpu(render, frame, alpha, options)
+            payload = await wait_until(matte_upload(job, data, label, options), deadline)
         return Response(payload, media_type=options.media_type)
 
     return api

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from toolkit import __version__
 from toolkit.serve.body import read_body
 from toolkit.serve.engine import Engine
-from toolkit.serve.errors import ApiError, one_line
+from toolkit.serve.errors import ApiError, load_json, one_line
 from toolkit.serve.timing import wait_until
 
 #: The model's only version: the IR as served.
@@ -53,18 +53,14 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any],
     if header_length is None:
         head, rest = body, b""
     else:
-        if not header_length.strip().isdigit():
+        text = header_length.strip()
+        if not (text.isascii() and text.isdigit() and len(text) <= 12):
             raise _bad(f"{HEADER_LENGTH} must be a byte count, not {one_line(header_length, 40)!r}")
-        size = int(header_length)
+        size = int(text)
         if size > len(body):
             raise _bad(f"{HEADER_LENGTH} is {size} but the body has only {len(body)} bytes")
         head, rest = body[:size], body[size:]
-    try:
-        parsed = json.loads(head)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _bad(f"the request header is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise _bad("the request header is nested too deeply") from None
+    parsed = load_json(head, "the request header")
     if not isinstance(parsed, dict):
         raise _bad("the request must be a JSON object")
     return parsed, rest
@@ -121,9 +117,12 @@ def parse_infer(
         if not isinstance(data, list):
             raise _bad(f"input {input_name!r} needs 'data' (or binary_data_size)")
         try:
-            array = np.asarray(data, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise _bad(f"input {input_name!r}: 'data' must hold numbers only") from None
+            array = np.asarray(data)
+        except (TypeError, ValueError):  # ragged nesting
+            raise _bad(f"input {input_name!r}: 'data' must be a list of numbers") from None
+        if array.dtype.kind not in "iuf":  # strings, booleans, objects, nulls
+            raise _bad(f"input {input_name!r}: 'data' must hold numbers only")
+        array = array.astype(np.float32)
         if array.size != count:
             raise _bad(
                 f"input {input_name!r}: 'data' has {array.size} values, the shape needs {count}"
@@ -138,12 +137,22 @@ def parse_infer(
     return ParsedRequest(rid, tensor, binary_output)
 
 
+def _flag(params: dict[str, Any], key: str, default: bool) -> bool:
+    """A boolean parameter: JSON true or false only (``"false"`` is not false)."""
+    value = params.get(key, default)
+    if not isinstance(value, bool):
+        raise _bad(
+            f"parameter {key!r} must be true or false, not {one_line(json.dumps(value), 30)}"
+        )
+    return value
+
+
 def _binary_output(request: dict[str, Any], output_name: str) -> bool:
     """Whether the client asked for the output as binary (per output, or for all)."""
     req_params = request.get("parameters") or {}
     if not isinstance(req_params, dict):
         raise _bad("'parameters' must be an object")
-    binary = bool(req_params.get("binary_data_output", False))
+    binary = _flag(req_params, "binary_data_output", False)
     outputs = request.get("outputs")
     if outputs is None:
         return binary
@@ -159,7 +168,7 @@ def _binary_output(request: dict[str, Any], output_name: str) -> bool:
             raise _bad("'parameters' must be an object")
         if "classification" in params:
             raise _bad("the classification extension is not supported")
-        binary = bool(params.get("binary_data", binary))
+        binary = _flag(params, "binary_data", binary)
     return binary
 
 
@@ -247,26 +256,27 @@ def router(engine: Engine, guard: Callable[[Request], Awaitable[None]]) -> APIRo
         check_model(model, version)
         return {"name": name, "ready": True}
 
-    # Room for the model's tensor as JSON text (up to 24 characters a value), whatever the
-    # image upload limit is; a binary request needs only 4 bytes a value.
-    body_limit = max(settings.max_upload_bytes, 24 * int(np.prod(engine.input_shape)) + 65536)
-
     async def infer(request: Request, model: str, version: str | None) -> Response:
         check_model(model, version)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.request_timeout
-        with engine.admit():
-            body = await read_body(request, body_limit, deadline)
-            parsed = await engine.run_cpu(
-                parse_infer,
-                body,
-                request.headers.get(HEADER_LENGTH),
-                engine.input_name,
-                engine.input_shape,
-                engine.output_name,
-            )
-            result = await wait_until(engine.infer(parsed.tensor), deadline)
-            return await engine.run_cpu(infer_response, name, parsed, engine.output_name, result)
+        with engine.admit() as job:
+            body = await read_body(request, settings.max_upload_bytes, deadline)
+            header_length = request.headers.get(HEADER_LENGTH)
+
+            async def answer() -> Response:
+                parsed = await job.cpu(
+                    parse_infer,
+                    body,
+                    header_length,
+                    engine.input_name,
+                    engine.input_shape,
+                    engine.output_name,
+                )
+                result = await engine.infer(parsed.tensor)
+                return await job.cpu(infer_response, name, parsed, engine.output_name, result)
+
+            return await wait_until(answer(), deadline)
 
     @api.post("/models/{model}/infer", dependencies=protected)
     async def model_infer(request: Request, model: str) -> Response:
