@@ -240,8 +240,9 @@ def test_bad_inputs_are_one_line_errors(
     proc = run_cli(
         "evaluate", "--images", clean_dataset, "--model", const_ir, "--json", tmp_path / "taken"
     )
-    assert_one_line_error(proc, "cannot write", "taken")
-    assert "MAD     mean 77.500000" in proc.stdout  # the figures were still printed
+    # a folder at the --json path is refused up front as bad usage (exit 2), before any work
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert proc.stderr.count("\n") == 1 and "taken" in proc.stderr and "is a folder" in proc.stderr
     assert list((tmp_path / "taken").iterdir()) == [] and len(list(tmp_path.glob(".*part"))) == 0
 
 
@@ -255,7 +256,7 @@ def test_ir_with_another_input_size_is_refused(
     model = ov.Model([ops.multiply(inp, np.float32(0.5))], [inp], "small")
     ov.save_model(model, str(tmp_path / "small.xml"), compress_to_fp16=False)
     proc = run_cli("evaluate", "--images", clean_dataset, "--model", tmp_path / "small.xml")
-    assert_one_line_error(proc, "fixed 256x256 input", "512x512")
+    assert_one_line_error(proc, "small.xml", "not a matting IR", "N x 1 x H x W")
 
 
 def test_nothing_evaluable_fails_and_writes_no_json(

@@ -134,7 +134,10 @@ def serve(
         int, typer.Option("--replicas", min=1, max=1024, help="--ray: replicas of the app.")
     ] = 1,
     ray_cpus: Annotated[
-        int, typer.Option("--ray-cpus", min=1, help="--ray: CPUs each replica reserves and uses.")
+        int,
+        typer.Option(
+            "--ray-cpus", min=1, max=1024, help="--ray: CPUs each replica reserves and uses."
+        ),
     ] = 1,
 ) -> None:
     """Serve the model over HTTP: POST /v1/matte, the Open Inference Protocol (KServe v2) at
