@@ -169,13 +169,22 @@ def test_rgba_video_keeps_the_alpha(tmp_path: Path, fmt: str) -> None:
 def test_png_sequence_is_published_whole(tmp_path: Path) -> None:
     dest = tmp_path / "seq"
     dest.mkdir()
-    (dest / "000001.png").write_text("earlier result")
-    check_sequence_folder(dest)  # an earlier run's frames: ours to replace
+    import cv2
+
+    from toolkit.matting.marker import mark_encoded
+
+    user_png = cv2.imencode(".png", np.full((8, 8, 3), 7, np.uint8))[1].tobytes()
+    (dest / "000001.png").write_bytes(user_png)  # a user's own frame, unmarked
+    with pytest.raises(UsageError, match="not PNG frames"):
+        check_sequence_folder(dest)  # a frame name alone does not make it ours
+    earlier = mark_encoded(".png", user_png)
+    (dest / "000001.png").write_bytes(earlier)
+    check_sequence_folder(dest)  # an earlier run's (marked) frames: ours to replace
     with pytest.raises(RuntimeError), PngSequenceWriter(dest) as writer:
         writer.write(np.zeros((32, 32, 4), np.uint8))
         raise RuntimeError("interrupted")
     assert [p.name for p in dest.iterdir()] == ["000001.png"]  # the earlier folder untouched
-    assert (dest / "000001.png").read_text() == "earlier result"
+    assert (dest / "000001.png").read_bytes() == earlier
     with PngSequenceWriter(dest) as writer:
         for _ in range(3):
             writer.write(np.zeros((32, 32, 4), np.uint8))

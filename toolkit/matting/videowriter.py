@@ -44,7 +44,7 @@ import numpy.typing as npt
 
 from toolkit.errors import ToolkitError, UsageError
 from toolkit.fsutil import _UMASK, atomic_path
-from toolkit.matting.marker import MARK, mark_encoded
+from toolkit.matting.marker import MARK, has_mark, mark_encoded
 from toolkit.matting.video import AudioPacket, quiet_ffmpeg
 
 U8Image = npt.NDArray[np.uint8]
@@ -466,11 +466,16 @@ _FRAME_NAME = re.compile(r"\d{6}\.png")
 
 def check_sequence_folder(dest: Path) -> None:
     """Refuse (a :class:`UsageError`) a PNG-sequence destination that is not ours to replace:
-    a file, or a folder holding anything but numbered PNG frames."""
+    a file, or a folder holding anything but numbered PNG frames this tool wrote (marked)."""
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
         raise UsageError(f"{dest}: exists and is not a folder of PNG frames; remove it first")
     if dest.is_dir():
-        strangers = [p.name for p in dest.iterdir() if not _FRAME_NAME.fullmatch(p.name)]
+        # a frame name alone is not enough: a user's own 000001.png must carry this tool's mark
+        strangers = [
+            p.name
+            for p in dest.iterdir()
+            if not (_FRAME_NAME.fullmatch(p.name) and p.is_file() and has_mark(p))
+        ]
         if strangers:
             raise UsageError(
                 f"{dest}: the folder holds files that are not PNG frames of an earlier run "
