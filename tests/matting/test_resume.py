@@ -117,3 +117,26 @@ def test_skip_existing_considers_every_requested_output(
     assert again.returncode == 0, again.stderr
     assert "skipped" not in again.stdout
     assert (out / "p0_composite.jpg").is_file()
+
+
+def test_skip_existing_never_takes_another_inputs_results_as_done(
+    run_cli: RunCli,
+    infer_model: InferModel,
+    tmp_path: Path,
+    astronaut_bgr: npt.NDArray[np.uint8],
+) -> None:
+    """Names are planned per run: ``a.jpg`` gets ``a_*``, ``a.png`` ``a-2_*``; once ``a.jpg``
+    is gone, ``a.png`` is planned ``a_*``, which hold a.jpg's results: they must be redone."""
+    src = tmp_path / "in"
+    src.mkdir()
+    assert cv2.imwrite(str(src / "a.png"), astronaut_bgr[:300, :280])
+    assert cv2.imwrite(str(src / "a.jpg"), astronaut_bgr[:100, :100])
+    out = tmp_path / "out"
+    first = run_cli("infer", src, "-m", infer_model.xml, "-o", out)
+    assert first.returncode == 0, first.stderr
+    (src / "a.jpg").unlink()
+    again = run_cli("infer", src, "-m", infer_model.xml, "-o", out, "--skip-existing")
+    assert again.returncode == 0, again.stderr
+    assert ": skipped" not in again.stdout
+    matte = cv2.imread(str(out / "a_alpha.png"), cv2.IMREAD_UNCHANGED)
+    assert matte.shape[:2] == (300, 280)  # a.png's own matte now, not a.jpg's 100x100

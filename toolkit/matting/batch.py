@@ -298,7 +298,7 @@ def triage(
     ``skip_existing``, those already done. Returns their results (already reported) and the
     plans left to run. The local runner and the Ray runner both start here, so they name and
     skip outputs identically."""
-    from toolkit.matting.resume import outputs_whole, sweep_partials
+    from toolkit.matting.resume import image_outputs_fit, outputs_whole, sweep_partials
 
     inputs = FileSet([i.path for i in items if i.path is not None] + list(options.protected))
     settled: list[ItemResult] = []
@@ -316,6 +316,11 @@ def triage(
             options.skip_existing
             and plan.item.kind in ("image", "video")
             and outputs_whole(plan.outputs(options).values())
+            and (
+                plan.item.kind != "image"
+                or plan.item.path is None
+                or image_outputs_fit(plan.item.path, plan.outputs(options).values())
+            )
         ):
             files = list(plan.outputs(options).values())
             result = ItemResult(plan.item.label, outputs=files, skipped=True)

@@ -74,6 +74,33 @@ def outputs_whole(paths: Iterable[Path]) -> bool:
     return bool(listed) and all(output_whole(p) for p in listed)
 
 
+def image_outputs_fit(source: Path, outputs: Iterable[Path]) -> bool:
+    """True when every image output has the size this source's results have.
+
+    Output names are planned per run, so a file that is present and whole may be another
+    input's result (``a.jpg``'s ``a_alpha.png``, later the name ``a.png`` is given): an image
+    result is the source's size (upright or not, for EXIF-rotated photos), a side-by-side
+    twice its width. Only headers are read.
+    """
+    from toolkit.matting.images import image_size
+
+    try:
+        w, h = image_size(source, max_pixels=2**62, min_side=1)
+    except Exception:  # the source itself is unreadable: let the run report it
+        return False
+    fits = {(w, h), (h, w), (2 * w, h), (2 * h, w)}
+    for out in outputs:
+        if out.suffix.lower() in VIDEO_EXTENSIONS:
+            continue
+        try:
+            with Image.open(out) as image:
+                if image.size not in fits:
+                    return False
+        except Exception:
+            return False
+    return True
+
+
 def _partial_pattern(dest: Path) -> re.Pattern[str]:
     """Names :func:`toolkit.fsutil.atomic_path` gives ``dest``'s temporaries (``.<name>.<8
     random characters><suffix>.part``) and a video writer's inner file (the same without
