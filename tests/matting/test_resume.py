@@ -140,3 +140,27 @@ def test_skip_existing_never_takes_another_inputs_results_as_done(
     assert ": skipped" not in again.stdout
     matte = cv2.imread(str(out / "a_alpha.png"), cv2.IMREAD_UNCHANGED)
     assert matte.shape[:2] == (300, 280)  # a.png's own matte now, not a.jpg's 100x100
+
+
+def test_a_users_own_file_named_like_a_result_is_never_overwritten(
+    run_cli: RunCli,
+    infer_model: InferModel,
+    tmp_path: Path,
+    astronaut_bgr: npt.NDArray[np.uint8],
+) -> None:
+    """``a_alpha.png`` beside ``a.jpg`` may be the user's own photo: without this tool's mark
+    it is refused in one line for that input, kept byte for byte; our own results are
+    replaced on a rerun as before."""
+    src = tmp_path / "in"
+    src.mkdir()
+    assert cv2.imwrite(str(src / "a.jpg"), astronaut_bgr[:120, :100])
+    assert cv2.imwrite(str(src / "b.jpg"), astronaut_bgr[:100, :120])
+    assert cv2.imwrite(str(src / "a_alpha.png"), astronaut_bgr[:40, :40])
+    user_bytes = (src / "a_alpha.png").read_bytes()
+    proc = run_cli("infer", src, "-m", infer_model.xml, "-o", src)
+    assert proc.returncode == 1
+    assert "a_alpha.png: exists and was not written by modnet-tools" in proc.stderr
+    assert (src / "a_alpha.png").read_bytes() == user_bytes
+    assert (src / "b_alpha.png").is_file()  # the other input still ran
+    again = run_cli("infer", src / "b.jpg", "-m", infer_model.xml, "-o", src)
+    assert again.returncode == 0, again.stderr  # its own earlier result: replaced

@@ -36,7 +36,7 @@ from toolkit.fsutil import FileSet, atomic_path, check_output
 from toolkit.matting.camera import CameraReader
 from toolkit.matting.images import DEFAULT_MAX_PIXELS, InputError, InputItem, load_image
 from toolkit.matting.live import LiveStats
-from toolkit.matting.marker import mark_encoded
+from toolkit.matting.marker import has_mark, mark_encoded
 from toolkit.matting.overlap import prefetch
 from toolkit.matting.prepost import (
     Background,
@@ -285,6 +285,12 @@ def _clobber_error(plan: Plan, options: InferOptions, inputs: FileSet) -> str | 
                 check_sequence_folder(dest)  # a folder of frames, replaced only if ours
                 continue
             check_output(dest, "image" if plan.item.kind == "image" else "video", inputs=inputs)
+            if dest.is_file() and not has_mark(dest):
+                # same kind, but not this tool's result: a user's own photo named like one
+                raise UsageError(
+                    f"{dest}: exists and was not written by modnet-tools; "
+                    "choose another -o or move it away"
+                )
         except UsageError as exc:
             return f"{plan.item.label}: {exc} ({kind} result)"
     return None
