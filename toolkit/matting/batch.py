@@ -285,8 +285,9 @@ def _clobber_error(plan: Plan, options: InferOptions, inputs: FileSet) -> str | 
                 check_sequence_folder(dest)  # a folder of frames, replaced only if ours
                 continue
             check_output(dest, "image" if plan.item.kind == "image" else "video", inputs=inputs)
-            if dest.is_file() and not has_mark(dest):
+            if plan.item.kind == "image" and dest.is_file() and not has_mark(dest):
                 # same kind, but not this tool's result: a user's own photo named like one
+                # (image marks sit in the first bytes; some video containers drop theirs)
                 raise UsageError(
                     f"{dest}: exists and was not written by modnet-tools; "
                     "choose another -o or move it away"
